@@ -1,0 +1,48 @@
+"""Where the Hydra configs live, and how user mistakes are reported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _config_dir() -> Path:
+    """conf/ packaged inside the wheel, else the source checkout's conf/ (editable installs)."""
+    packaged = Path(__file__).resolve().parent / "conf"
+    if (packaged / "train.yaml").is_file():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "conf"
+
+
+CONFIG_DIR = _config_dir()
+
+
+class UserError(ValueError):
+    """A mistake in the user's config or data; its message says what and how to fix it."""
+
+
+def user_error(err: BaseException) -> str | None:
+    """The one-line message of the first UserError in `err`'s cause chain, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, UserError):
+            return str(current).splitlines()[0] if str(current) else type(current).__name__
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def compose_config(overrides: list[str] | tuple[str, ...] = (), output_dir: str | Path | None = None):
+    """The `aevae-train` config with `overrides`, outside a Hydra run (scripts, notebooks, tests).
+
+    `output_dir` stands in for the Hydra run dir that `paths.output_dir` points to.
+    """
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides))
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(output_dir)
+    return cfg

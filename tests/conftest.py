@@ -1,0 +1,99 @@
+"""Shared fixtures: the real MNIST copy, synthetic IDX files, and runs trained once per session."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def mnist_root() -> Path:
+    """Folder holding MNIST/raw/: $AEVAE_DATA, else the checkout's ../shared/data."""
+    root = Path(os.environ.get("AEVAE_DATA") or REPO.parent / "shared" / "data").resolve()
+    if not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        pytest.fail(f"the tests need MNIST's IDX files under {root}/MNIST/raw (set AEVAE_DATA)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def mnist() -> Path:
+    return mnist_root()
+
+
+def write_idx(folder: Path, n_train: int, n_test: int, seed: int = 0, gz: bool = False) -> None:
+    """Four small IDX files in the official format (magic, dims, uint8 payload)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+        files = {
+            f"{split}-images-idx3-ubyte": struct.pack(">IIII", 0x0803, n, 28, 28) + images.tobytes(),
+            f"{split}-labels-idx1-ubyte": struct.pack(">II", 0x0801, n) + labels.tobytes(),
+        }
+        for name, payload in files.items():
+            if gz:
+                (folder / f"{name}.gz").write_bytes(gzip.compress(payload))
+            else:
+                (folder / name).write_bytes(payload)
+
+
+def aevae_train(*overrides: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the real `aevae-train` entry point in a subprocess."""
+    env = {**os.environ, "AEVAE_DATA": str(mnist_root()), "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
+    exe = Path(sys.executable).with_name("aevae-train")
+    proc = subprocess.run(
+        [str(exe), *overrides], cwd=cwd or REPO, env=env, capture_output=True, text=True, timeout=900
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"aevae-train {' '.join(overrides)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
+    return proc
+
+
+#: Small but real: 2 epochs of 40 batches on real MNIST, the full 10k test set.
+QUICK = (
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=40",
+    "data.val_size=2000",
+    "trainer.log_every_n_steps=10",
+    "callbacks.progress_bar.refresh_rate=0",
+)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One short real `aevae-train` run per model, shared by every test that reads a run dir."""
+    base = tmp_path_factory.mktemp("runs")
+    env = {**os.environ, "AEVAE_DATA": str(mnist_root()), "OMP_NUM_THREADS": "1"}  # one core each
+    exe = Path(sys.executable).with_name("aevae-train")
+    procs = {}
+    for model in ("ae", "vae"):
+        run_dir = base / model
+        cmd = [str(exe), f"model={model}", *QUICK, f"hydra.run.dir={run_dir}"]
+        procs[model] = (
+            run_dir,
+            subprocess.Popen(
+                cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            ),
+        )
+    runs = {}
+    for model, (run_dir, proc) in procs.items():
+        out, _ = proc.communicate(timeout=900)
+        assert proc.returncode == 0, f"{model} run failed:\n{out[-5000:]}"
+        runs[model] = run_dir
+    return runs
+
+
+def read_metrics(run_dir: Path) -> dict[str, float]:
+    return json.loads((run_dir / "metrics.json").read_text())
