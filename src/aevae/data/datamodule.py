@@ -1,0 +1,149 @@
+"""MNIST-family DataModule: torchvision reads (and downloads), tensors serve."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from pathlib import Path
+
+import lightning as L
+import torch
+from torchvision import datasets
+
+from aevae.config import UserError
+from aevae.data.batches import TensorBatches, shuffled
+
+DATASETS: dict[str, type[datasets.MNIST]] = {
+    "mnist": datasets.MNIST,
+    "fashion_mnist": datasets.FashionMNIST,
+    "kmnist": datasets.KMNIST,
+}
+
+
+def default_root() -> str:
+    """`$AEVAE_DATA` when set, else `./data`."""
+    return os.environ.get("AEVAE_DATA") or "./data"
+
+
+class DataError(UserError):
+    """The data set cannot be read as configured; the message says how to fix it."""
+
+
+def _unpack_archives(raw: Path, names: list[str]) -> None:
+    """Unpack `<name>.gz` next to each missing IDX file: an offline copy may hold only the
+    archives (Debian's dataset-fashion-mnist does, recompressed, so torchvision's
+    checksums refuse them and would try the network instead)."""
+    for name in names:
+        archive, target = raw / f"{name}.gz", raw / name
+        if not target.is_file() and archive.is_file():
+            partial = target.with_suffix(".partial")
+            try:
+                with gzip.open(archive, "rb") as src, open(partial, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                partial.replace(target)  # never leave a truncated IDX file behind
+            except OSError as err:
+                raise DataError(
+                    f"cannot unpack {archive} ({err.strerror}); copy the .gz files into a writable "
+                    "<data.root>/<Dataset>/raw/ folder"
+                ) from err
+
+
+class MNISTDataModule(L.LightningDataModule):
+    """MNIST, Fashion-MNIST or KMNIST as device-resident uint8 tensors.
+
+    Splits: `train_size`/`val_size` carved from the official 60k training set
+    with a seeded permutation (`split_seed`), test = the official 10k. Batches
+    come from :class:`TensorBatches`; the training order is reshuffled every
+    epoch from `seed` and the epoch number, so runs are reproducible.
+    """
+
+    image_shape = (1, 28, 28)
+
+    def __init__(
+        self,
+        name: str = "mnist",
+        root: str | None = None,
+        download: bool = True,
+        batch_size: int = 64,
+        eval_batch_size: int = 1000,
+        val_size: int = 5000,
+        train_size: int | None = None,
+        split_seed: int = 0,
+        seed: int = 0,
+        drop_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if name not in DATASETS:
+            raise DataError(f"data.name={name!r} is not known; choose one of {sorted(DATASETS)}")
+        self.name, self.download = name, download
+        self.root = Path(root if root is not None else default_root()).expanduser()
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.val_size, self.train_size = val_size, train_size
+        self.split_seed, self.seed, self.drop_last = split_seed, seed, drop_last
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # -- reading ---------------------------------------------------------------
+    def _read(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        cls = DATASETS[self.name]
+        raw = self.root / cls.__name__ / "raw"
+        _unpack_archives(raw, [Path(name).stem for name, _ in cls.resources])
+        try:
+            ds = cls(str(self.root), train=train, download=self.download)
+        except RuntimeError as err:
+            if self.download:
+                raise DataError(f"could not download {cls.__name__} into {raw}: {err}".strip()) from err
+            raise DataError(
+                f"{cls.__name__} not found in {raw}; put the four IDX files (or their .gz archives) there, "
+                f"point data.root (or $AEVAE_DATA) at the folder holding {cls.__name__}/raw/, "
+                "or run with data.download=true"
+            ) from err
+        return ds.data.unsqueeze(1).contiguous(), ds.targets
+
+    def prepare_data(self) -> None:
+        """Download once per node (Lightning calls this on local rank 0 only)."""
+        if self.download:
+            self._read(train=True), self._read(train=False)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        images, labels = self._read(train=True)
+        n_val = self.val_size
+        n_train = self.train_size if self.train_size is not None else len(images) - n_val
+        if n_val < 0 or n_train < 1 or n_train + n_val > len(images):
+            raise DataError(
+                f"data.train_size={n_train} + data.val_size={n_val} must fit in the {len(images)} training images"
+            )
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.split_seed))
+        train_idx, val_idx = order[:n_train], order[n_train : n_train + n_val]
+        self.splits["train"] = (images[train_idx], labels[train_idx])
+        self.splits["val"] = (images[val_idx], labels[val_idx])
+        self.splits["test"] = self._read(train=False)
+
+    # -- serving ---------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        trainer = self.trainer
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
+    def _on_device(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Move a split to the training device once and keep it there."""
+        images, labels = self.splits[split]
+        if images.device != self.device:
+            images, labels = images.to(self.device), labels.to(self.device)
+            self.splits[split] = (images, labels)
+        return images, labels
+
+    def train_dataloader(self) -> TensorBatches:
+        images, labels = self._on_device("train")
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = shuffled(len(images), self.seed, num_replicas=world, rank=rank)
+        return TensorBatches(images, labels, self.batch_size, sampler=sampler, drop_last=self.drop_last)
+
+    def val_dataloader(self) -> TensorBatches:
+        return TensorBatches(*self._on_device("val"), self.eval_batch_size)
+
+    def test_dataloader(self) -> TensorBatches:
+        return TensorBatches(*self._on_device("test"), self.eval_batch_size)
