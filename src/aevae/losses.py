@@ -1,0 +1,87 @@
+"""Reconstruction losses (the `loss` config group) and the Gaussian KL.
+
+Every loss takes decoder *logits* and images in [0, 1] and returns one value
+per image, so AE and VAE average over the batch the same way. The likelihoods
+(`Bernoulli`, `Gaussian`) sum over pixels and are in nats per image; `MSE` is
+the tutorial's per-pixel mean and is not a likelihood, so the VAE refuses it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from aevae.config import UserError
+
+
+def per_image(values: Tensor) -> Tensor:
+    """Sum a per-pixel tensor `[B, ...]` over everything but the batch dim."""
+    return values.flatten(1).sum(1)
+
+
+def bernoulli_nll(logits: Tensor, x: Tensor) -> Tensor:
+    """-log p(x | logits) under independent Bernoulli pixels, nats per image."""
+    return per_image(F.binary_cross_entropy_with_logits(logits, x, reduction="none"))
+
+
+def pixel_mse(mean: Tensor, x: Tensor) -> Tensor:
+    """Mean squared error over the pixels of each image."""
+    return (mean - x).square().flatten(1).mean(1)
+
+
+def kl_std_normal(mu: Tensor, log_var: Tensor) -> Tensor:
+    """KL(N(mu, exp(log_var)) || N(0, I)) per image, summed over latent dims.
+
+    = -0.5 * sum(1 + log_var - mu^2 - exp(log_var)); it is >= 0.
+    """
+    return -0.5 * (1 + log_var - mu.square() - log_var.exp()).sum(1)
+
+
+class ReconstructionLoss(nn.Module):
+    """Base: maps decoder logits to a mean image and a per-image loss."""
+
+    #: True when `forward` is a negative log-likelihood in nats (usable in an ELBO).
+    is_likelihood = True
+
+    def mean(self, logits: Tensor) -> Tensor:
+        """The reconstruction in pixel space, [0, 1]."""
+        return torch.sigmoid(logits)
+
+    def forward(self, logits: Tensor, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Bernoulli(ReconstructionLoss):
+    """Binary cross-entropy summed over pixels: the default for [0, 1] images."""
+
+    def forward(self, logits: Tensor, x: Tensor) -> Tensor:
+        return bernoulli_nll(logits, x)
+
+
+class Gaussian(ReconstructionLoss):
+    """N(x; sigmoid(logits), sigma^2) per pixel with a fixed `sigma`, summed over pixels."""
+
+    def __init__(self, sigma: float = 0.1) -> None:
+        super().__init__()
+        if not sigma > 0:
+            raise UserError(f"loss.sigma={sigma} must be > 0")
+        self.sigma = float(sigma)
+
+    def forward(self, logits: Tensor, x: Tensor) -> Tensor:
+        z = (x - self.mean(logits)) / self.sigma
+        return per_image(0.5 * z.square() + math.log(self.sigma) + 0.5 * math.log(2 * math.pi))
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}"
+
+
+class MSE(ReconstructionLoss):
+    """Per-pixel mean squared error of sigmoid(logits), as in the classic tutorial."""
+
+    is_likelihood = False
+
+    def forward(self, logits: Tensor, x: Tensor) -> Tensor:
+        return pixel_mse(self.mean(logits), x)

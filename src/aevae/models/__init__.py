@@ -1,0 +1,9 @@
+"""Models: one base LightningModule, one small file per model."""
+
+from aevae.models.ae import AE
+from aevae.models.base import Autoencoder
+from aevae.models.checkpoint import load_checkpoint
+from aevae.models.nets import MLP
+from aevae.models.vae import VAE
+
+__all__ = ["AE", "MLP", "VAE", "Autoencoder", "load_checkpoint"]

@@ -1,0 +1,187 @@
+"""What every autoencoder shares: networks, optimizer, metrics and logging.
+
+A subclass only says how to encode an image to a point code and which
+per-image loss terms it trains on (`terms`, which must include "loss").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torchmetrics
+from torch import Tensor, nn
+
+from aevae.losses import ReconstructionLoss, bernoulli_nll, pixel_mse
+
+EVAL_STAGES = ("val", "test")
+
+
+class ActiveUnits(torchmetrics.Metric):
+    """Latent dims whose code varies over the data set: Var_x[code_d] > threshold.
+
+    For a VAE the code is the posterior mean and a dim below the threshold has
+    collapsed to the prior (Burda et al., 2015). Running sums are reduced
+    across DDP ranks by torchmetrics.
+    """
+
+    full_state_update = False
+
+    def __init__(self, latent_dim: int, threshold: float = 0.01) -> None:
+        super().__init__()
+        self.threshold = threshold
+        self.add_state("count", torch.zeros(()), dist_reduce_fx="sum")
+        self.add_state("total", torch.zeros(latent_dim), dist_reduce_fx="sum")
+        self.add_state("total_sq", torch.zeros(latent_dim), dist_reduce_fx="sum")
+
+    def update(self, codes: Tensor) -> None:
+        codes = codes.detach().float()
+        self.count += codes.shape[0]
+        self.total += codes.sum(0)
+        self.total_sq += codes.square().sum(0)
+
+    def compute(self) -> Tensor:
+        mean = self.total / self.count
+        variance = self.total_sq / self.count - mean.square()
+        return (variance > self.threshold).sum().float()
+
+
+class Autoencoder(L.LightningModule):
+    """Base LightningModule for AE-style models.
+
+    Args:
+        latent_dim: size of the code z.
+        net: factory taking `image_shape` and `hidden_dims` (e.g. `nets.MLP`),
+            whose `.encoder(n)`/`.decoder(latent_dim)` build the two halves.
+        likelihood: a :mod:`aevae.losses` module (the `loss` config group).
+        optimizer: partial optimizer, called with the parameters and `lr`.
+        hidden_dims: widths of the hidden layers, encoder order.
+        lr: learning rate.
+        image_shape: (C, H, W) of the data.
+    """
+
+    #: The encoder emits `latent_dim * code_factor` features (VAE: mean and log-variance).
+    code_factor = 1
+    #: Per-image terms logged besides "loss" (and the eval-only "mse"/"bce").
+    term_names: tuple[str, ...] = ("loss",)
+
+    def __init__(
+        self,
+        latent_dim: int,
+        net: Callable[..., Any],
+        likelihood: ReconstructionLoss,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        hidden_dims: Sequence[int] = (128,),
+        lr: float = 1e-3,
+        image_shape: Sequence[int] = (1, 28, 28),
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "likelihood", "optimizer"], logger=False)
+        self.latent_dim, self.lr = int(latent_dim), float(lr)
+        self.image_shape = tuple(int(d) for d in image_shape)
+        nets = net(image_shape=self.image_shape, hidden_dims=hidden_dims)
+        self.encoder: nn.Module = nets.encoder(self.latent_dim * self.code_factor)
+        self.decoder: nn.Module = nets.decoder(self.latent_dim)
+        self.likelihood = likelihood
+        self.optimizer_factory = optimizer
+        names = (*self.term_names, "mse", "bce")
+        self.eval_metrics = nn.ModuleDict(
+            {stage: nn.ModuleDict({n: torchmetrics.MeanMetric() for n in names}) for stage in EVAL_STAGES}
+        )
+        self.active_units = nn.ModuleDict({s: ActiveUnits(self.latent_dim) for s in EVAL_STAGES})
+        #: The run's resolved config, stored in checkpoints as plain containers.
+        self.run_config: dict[str, Any] | None = None
+        self._train_sums = self._interval_sums = torch.zeros(())
+        self._train_steps = self._interval_steps = 0
+
+    # -- the model, per subclass ---------------------------------------------------
+    def encode(self, x: Tensor) -> Tensor:
+        """A deterministic code for `x` (the VAE's posterior mean)."""
+        raise NotImplementedError
+
+    def terms(self, x: Tensor) -> dict[str, Tensor]:
+        """Per-image loss terms `[B]`; "loss" is what training minimizes (its batch mean)."""
+        raise NotImplementedError
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Decoder logits for codes `z`."""
+        return self.decoder(z)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The mean reconstruction of `x` in pixel space."""
+        return self.likelihood.mean(self.decode(self.encode(x)))
+
+    # -- training --------------------------------------------------------------------
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(self.parameters(), lr=self.lr)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        terms = {name: value.mean() for name, value in self.terms(batch[0]).items()}
+        self._accumulate_train_terms(terms)
+        return terms["loss"]
+
+    def _accumulate_train_terms(self, terms: dict[str, Tensor]) -> None:
+        """Keep device-side running sums; hand them to Lightning every `log_every_n_steps`.
+
+        `self.log` costs about as much per call as a whole step of the default
+        model, so it is called once per logging interval, never per step, and
+        nothing here waits for the device.
+        """
+        values = torch.stack([terms[name].detach() for name in self.term_names])
+        self._train_sums = self._train_sums + values if self._train_steps else values
+        self._interval_sums = self._interval_sums + values if self._interval_steps else values
+        self._train_steps += 1
+        self._interval_steps += 1
+        every = self.trainer.log_every_n_steps if self._trainer is not None else 1
+        if (self.global_step + 1) % max(every, 1) == 0:
+            means = dict(zip(self.term_names, self._interval_sums / self._interval_steps, strict=True))
+            self.log("train/loss", means.pop("loss"), prog_bar=True)
+            self.log_dict({f"train/{name}": value for name, value in means.items()})
+            self._interval_steps = 0
+
+    def on_train_epoch_start(self) -> None:
+        self._train_steps = self._interval_steps = 0
+
+    def on_train_epoch_end(self) -> None:
+        if self._train_steps:
+            means = self._train_sums / self._train_steps
+            self.log_dict(
+                {f"train/{n}_epoch": v for n, v in zip(self.term_names, means, strict=True)}, sync_dist=True
+            )
+
+    # -- evaluation ------------------------------------------------------------------
+    def _evaluate(self, x: Tensor, stage: str) -> None:
+        code = self.encode(x)
+        logits = self.decode(code)
+        values = self.terms(x)
+        values["mse"] = pixel_mse(self.likelihood.mean(logits), x)
+        values["bce"] = bernoulli_nll(logits, x)
+        for name, metric in self.eval_metrics[stage].items():
+            metric.update(values[name])
+        self.active_units[stage].update(code)
+
+    def _log_eval(self, stage: str) -> None:
+        results = {f"{stage}/{n}": m.compute() for n, m in self.eval_metrics[stage].items()}
+        results[f"{stage}/active_units"] = self.active_units[stage].compute()
+        self.log_dict(results, prog_bar=stage == "val")
+        for metric in (*self.eval_metrics[stage].values(), self.active_units[stage]):
+            metric.reset()
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch[0], "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch[0], "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")
+
+    # -- checkpoints -----------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.run_config is not None:
+            checkpoint["aevae_config"] = self.run_config

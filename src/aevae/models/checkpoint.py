@@ -1,0 +1,36 @@
+"""Rebuild a trained model from an aevae checkpoint alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from aevae.config import UserError
+from aevae.models.base import Autoencoder
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Autoencoder:
+    """The model saved in `path`, in eval mode.
+
+    Checkpoints hold the run's config as plain containers, so they load with
+    `torch.load(weights_only=True)`: nothing in them is executed.
+    """
+    from hydra.utils import instantiate
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # pickle, zip and unsafe-global errors all mean "not our checkpoint"
+        raise UserError(f"{path} is not a readable checkpoint: {str(err).splitlines()[0]}") from err
+    config = checkpoint.get("aevae_config") if isinstance(checkpoint, dict) else None
+    if not config or "state_dict" not in checkpoint:
+        raise UserError(
+            f"{path} is not an aevae checkpoint (it has no aevae_config); train it with aevae-train"
+        )
+    model: Autoencoder = instantiate(config["model"], _convert_="all")
+    model.load_state_dict(checkpoint["state_dict"])
+    model.run_config = config
+    return model.to(map_location).eval()

@@ -1,0 +1,47 @@
+"""Variational autoencoder: the AE plus a posterior head and a KL term."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from aevae.config import UserError
+from aevae.losses import kl_std_normal
+from aevae.models.base import Autoencoder
+
+
+class VAE(Autoencoder):
+    """Gaussian posterior q(z|x) = N(mu, diag(exp(log_var))), prior N(0, I).
+
+    Trains on the negative ELBO per image, averaged over the batch:
+    recon NLL (summed over pixels) + beta * KL (summed over latent dims).
+    """
+
+    code_factor = 2  # the posterior head: mean and log-variance per latent dim
+    term_names = ("loss", "recon", "kl", "neg_elbo")
+
+    def __init__(self, *args: Any, beta: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.likelihood.is_likelihood:
+            name = type(self.likelihood).__name__
+            raise UserError(
+                f"loss={name.lower()} is not a likelihood, so it has no ELBO; "
+                "use loss=bce (Bernoulli) or loss=gaussian (set loss.sigma) for the VAE"
+            )
+        self.beta = float(beta)
+
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mu, log_var = self.encoder(x).chunk(2, dim=1)
+        return mu, log_var
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.posterior(x)[0]
+
+    def terms(self, x: Tensor) -> dict[str, Tensor]:
+        mu, log_var = self.posterior(x)
+        z = mu + torch.randn_like(mu) * (0.5 * log_var).exp()  # reparameterization
+        recon = self.likelihood(self.decode(z), x)
+        kl = kl_std_normal(mu, log_var)
+        return {"loss": recon + self.beta * kl, "recon": recon, "kl": kl, "neg_elbo": recon + kl}
