@@ -1,0 +1,5 @@
+"""Lightning callbacks (the `callbacks` config group)."""
+
+from aevae.callbacks.timer import EpochTimer
+
+__all__ = ["EpochTimer"]

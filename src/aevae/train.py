@@ -1,0 +1,100 @@
+"""`aevae-train`: compose the config, build everything with Hydra, fit, test.
+
+aevae-train model=vae latent_dim=8 trainer.max_epochs=3
+aevae-train -m model=ae,vae latent_dim=2,8,32
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from aevae.config import CONFIG_DIR, user_error
+
+log = logging.getLogger("aevae.train")
+
+
+@dataclass
+class Run:
+    """Everything one training run is made of, built from its config."""
+
+    datamodule: Any
+    model: Any
+    trainer: Any
+
+
+def _tidy_library_output() -> None:
+    """Lightning prints through its own console handler *and* the root logger that Hydra
+    set up (console + train.log), so every line came twice; keep the root's. Drop its
+    advertisement line and a deprecation warning it raises under newer torch."""
+    lightning_log = logging.getLogger("lightning")
+    for handler in list(lightning_log.handlers):
+        if type(handler) is logging.StreamHandler and logging.getLogger().handlers:
+            lightning_log.removeHandler(handler)
+    rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    rank_zero_log.addFilter(lambda record: not str(record.msg).startswith("💡 Tip"))
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+def build(cfg: DictConfig) -> Run:
+    """Seed, then instantiate data, model, callbacks, loggers and trainer from `cfg`."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    _tidy_library_output()
+
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model, _convert_="all")
+    model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return Run(datamodule, model, trainer)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit `cfg.model` on `cfg.data`, test the best checkpoint, write metrics.json."""
+    run = build(cfg)
+    trainer = run.trainer
+    output_dir = Path(cfg.paths.output_dir)
+    if trainer.is_global_zero:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    trainer.fit(run.model, datamodule=run.datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    metrics: dict[str, float] = {}
+    if cfg.get("test"):
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        trainer.test(run.model, datamodule=run.datamodule, ckpt_path=best or None)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        if trainer.is_global_zero:
+            (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+            log.info("test metrics: %s", json.dumps(metrics, sort_keys=True))
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def main(cfg: DictConfig) -> Any:
+    try:
+        return train(cfg)
+    except Exception as err:  # a mistake in the user's input gets one line, not a traceback
+        message = user_error(err)
+        if message is None:
+            raise
+        log.error(message)
+        print(f"aevae-train: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
