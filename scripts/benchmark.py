@@ -1,0 +1,9 @@
+"""Seconds per MNIST epoch: tutorial loop, hand-written loop and aevae, timed in one run.
+
+Same as the `aevae-bench` command; see `python scripts/benchmark.py --help`.
+"""
+
+from aevae.benchmark import main
+
+if __name__ == "__main__":
+    main()

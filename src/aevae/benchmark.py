@@ -1,0 +1,217 @@
+"""`aevae-bench`: seconds per MNIST epoch against baselines timed in the same run.
+
+    aevae-bench                       # AE and VAE on the CPU, 3 epochs each
+    aevae-bench --models ae --epochs 4 --out benchmark.json
+
+For each model it times
+  (a) the classic tutorial loop as written: torchvision ToTensor + DataLoader, 60k images;
+  (b) a hand-written eager loop over the same tensor-resident split aevae trains on;
+  (c) aevae at its defaults (the full `aevae-train` config: logger, checkpoints, progress bar);
+  (d) aevae at batch 1024.
+The first epoch of each is warm-up and excluded; the median of the others is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aevae.config import compose_config
+from aevae.data import MNISTDataModule, TensorBatches, to_float
+from aevae.data.batches import shuffled
+from aevae.losses import kl_std_normal
+
+Result = dict[str, float | str]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed_epochs(run_epoch: Callable[[], None], epochs: int, device: torch.device) -> list[float]:
+    times = []
+    for _ in range(epochs):
+        _sync(device)
+        start = time.perf_counter()
+        run_epoch()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _steady(times: list[float]) -> float:
+    """Median epoch time with the first (warm-up) epoch left out when there are others."""
+    return statistics.median(times[1:] if len(times) > 1 else times)
+
+
+@torch.no_grad()
+def _test_mse(reconstruct: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> float:
+    total = 0.0
+    for start in range(0, len(images), 1000):
+        x = to_float(images[start : start + 1000]).flatten(1)
+        total += F.mse_loss(reconstruct(x), x, reduction="sum").item()
+    return total / images.numel()
+
+
+# -- (a) the tutorial, as written (including its defects) -------------------------------
+def tutorial_loop(model: str, root: str, epochs: int, device: torch.device) -> Result:
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    train = datasets.MNIST(root, train=True, transform=transforms.ToTensor(), download=False)
+    loader = DataLoader(train, batch_size=64, shuffle=True)
+    encoder = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 32 * (2 if model == "vae" else 1)))
+    if model == "ae":
+        encoder.append(nn.ReLU())  # the tutorial's ReLU on the code
+    decoder = nn.Sequential(nn.Linear(32, 128), nn.ReLU(), nn.Linear(128, 784), nn.Sigmoid())
+    encoder, decoder = encoder.to(device), decoder.to(device)
+    criterion = nn.MSELoss()
+    optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=1e-3)
+
+    def epoch() -> None:
+        for data, _ in loader:
+            img = data.view(data.size(0), -1).to(device)
+            if model == "ae":
+                loss = criterion(decoder(encoder(img)), img)
+            else:  # per-pixel mean MSE + batch-summed KL: the mix that collapses the posterior
+                mu, log_var = encoder(img).chunk(2, dim=1)
+                z = mu + torch.randn_like(mu) * (0.5 * log_var).exp()
+                loss = criterion(decoder(z), img) + kl_std_normal(mu, log_var).sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    times = _timed_epochs(epoch, epochs, device)
+    test = datasets.MNIST(root, train=False, download=False).data.to(device)
+    mse = _test_mse(lambda x: decoder(encoder(x)[:, :32]), test)
+    return {"epoch_s": _steady(times), "images": len(train), "test_mse": mse}
+
+
+# -- (b) the eager floor: no framework, same data path and math as aevae's defaults ------
+def hand_loop(model: str, dm: MNISTDataModule, epochs: int, device: torch.device, seed: int) -> Result:
+    torch.manual_seed(seed)
+    images, labels = (t.to(device) for t in dm.splits["train"])
+    batches = TensorBatches(images, labels, dm.batch_size, sampler=shuffled(len(images), seed))
+    code = 32 * (2 if model == "vae" else 1)
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, code)).to(device)
+    decoder = nn.Sequential(nn.Linear(32, 128), nn.ReLU(), nn.Linear(128, 784)).to(device)
+    optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=1e-3)
+
+    def epoch() -> None:
+        for x, _ in batches:
+            x = x.flatten(1)
+            if model == "ae":
+                loss = F.binary_cross_entropy_with_logits(decoder(encoder(x)), x, reduction="sum") / len(x)
+            else:
+                mu, log_var = encoder(x).chunk(2, dim=1)
+                z = mu + torch.randn_like(mu) * (0.5 * log_var).exp()
+                recon = F.binary_cross_entropy_with_logits(decoder(z), x, reduction="none").sum(1)
+                loss = (recon + kl_std_normal(mu, log_var)).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    times = _timed_epochs(epoch, epochs, device)
+    mse = _test_mse(lambda x: torch.sigmoid(decoder(encoder(x)[:, :32])), dm.splits["test"][0].to(device))
+    return {"epoch_s": _steady(times), "images": len(images), "test_mse": mse}
+
+
+# -- (c)/(d) aevae itself, through the same build path as `aevae-train` ----------------------
+def aevae_run(model: str, overrides: list[str], epochs: int) -> Result:
+    from aevae.callbacks import EpochTimer
+    from aevae.train import build
+
+    with tempfile.TemporaryDirectory() as out:
+        cfg = compose_config([f"model={model}", f"trainer.max_epochs={epochs}", *overrides], output_dir=out)
+        run = build(cfg)
+        timer = next(c for c in run.trainer.callbacks if isinstance(c, EpochTimer))
+        run.trainer.fit(run.model, datamodule=run.datamodule)
+        run.trainer.test(run.model, datamodule=run.datamodule, verbose=False)
+        mse = float(run.trainer.callback_metrics["test/mse"])
+        images = run.datamodule.splits["train"][0].shape[0]
+    return {"epoch_s": _steady(timer.epoch_seconds), "images": images, "test_mse": mse}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", nargs="+", default=["ae", "vae"], choices=["ae", "vae"])
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per measurement (first is warm-up)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--data-root", default=None, help="default: $AEVAE_DATA or ./data")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["tutorial", "hand", "aevae", "aevae_b1024"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("benchmark.json"))
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    accelerator = "gpu" if device.type == "cuda" else "cpu"
+    dm = MNISTDataModule(root=args.data_root, download=False)
+    dm.setup()
+    root = str(dm.root)
+    common = [f"data.root={root}", f"trainer.accelerator={accelerator}", f"seed={args.seed}"]
+
+    results: dict[str, dict[str, Result]] = {}
+    for model in args.models:
+        runs: dict[str, Callable[[], Result]] = {
+            "tutorial": lambda m=model: tutorial_loop(m, root, args.epochs, device),
+            "hand": lambda m=model: hand_loop(m, dm, args.epochs, device, args.seed),
+            "aevae": lambda m=model: aevae_run(m, common, args.epochs),
+            "aevae_b1024": lambda m=model: aevae_run(m, [*common, "data.batch_size=1024"], args.epochs),
+        }
+        results[model] = {name: fn() for name, fn in runs.items() if name not in args.skip}
+
+    report = {
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)",
+        "date": time.strftime("%Y-%m-%d"),
+        "torch": torch.__version__,
+        "epochs": args.epochs,
+        "warmup_epochs_excluded": 1 if args.epochs > 1 else 0,
+        "results": results,
+    }
+    _print_table(report)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return report
+
+
+def _time_ratio(run: Result, base: Result | None) -> str:
+    """Time per image of `run` over that of `base` (epochs of 55k and 60k images compare)."""
+    if base is None:
+        return "-"
+    return f"{(run['epoch_s'] / run['images']) / (base['epoch_s'] / base['images']):.2f}"
+
+
+def _print_table(report: dict) -> None:
+    print(
+        f"\n{report['device']}, torch {report['torch']}, {report['date']}; "
+        f"median of epochs 2..{report['epochs']} (epoch 1 is warm-up); ratios are time per image"
+    )
+    header = f"{'model':5} {'run':12} {'s/epoch':>8} {'images/s':>9} "
+    header += f"{'x tutorial':>10} {'x hand':>7} {'test mse':>9}"
+    print(header)
+    print("-" * len(header))
+    for model, runs in report["results"].items():
+        for name, r in runs.items():
+            print(
+                f"{model:5} {name:12} {r['epoch_s']:8.3f} {r['images'] / r['epoch_s']:9.0f} "
+                f"{_time_ratio(r, runs.get('tutorial')):>10} {_time_ratio(r, runs.get('hand')):>7} "
+                f"{r['test_mse']:9.5f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
