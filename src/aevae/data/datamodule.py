@@ -113,7 +113,8 @@ class MNISTDataModule(L.LightningDataModule):
         n_train = self.train_size if self.train_size is not None else len(images) - n_val
         if n_val < 0 or n_train < 1 or n_train + n_val > len(images):
             raise DataError(
-                f"data.train_size={n_train} + data.val_size={n_val} must fit in the {len(images)} training images"
+                f"data.train_size={n_train} + data.val_size={n_val} must fit in the "
+                f"{len(images)} training images"
             )
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.split_seed))
         train_idx, val_idx = order[:n_train], order[n_train : n_train + n_val]
