@@ -8,13 +8,15 @@ For each model it times
   (b) a hand-written eager loop over the same tensor-resident split aevae trains on;
   (c) aevae at its defaults (the full `aevae-train` config: logger, checkpoints, progress bar);
   (d) aevae at batch 1024.
-The first epoch of each is warm-up and excluded; the median of the others is reported.
+Each runs in a fresh process. The first epoch of each is warm-up and excluded; the
+median of the others is reported (over `--repeats` interleaved rounds).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -49,9 +51,9 @@ def _timed_epochs(run_epoch: Callable[[], None], epochs: int, device: torch.devi
     return times
 
 
-def _steady(times: list[float]) -> float:
-    """Median epoch time with the first (warm-up) epoch left out when there are others."""
-    return statistics.median(times[1:] if len(times) > 1 else times)
+def _steady(times: list[float]) -> list[float]:
+    """Epoch times with the first (warm-up) epoch left out when there are others."""
+    return times[1:] if len(times) > 1 else times
 
 
 @torch.no_grad()
@@ -94,7 +96,7 @@ def tutorial_loop(model: str, root: str, epochs: int, device: torch.device) -> R
     times = _timed_epochs(epoch, epochs, device)
     test = datasets.MNIST(root, train=False, download=False).data.to(device)
     mse = _test_mse(lambda x: decoder(encoder(x)[:, :32]), test)
-    return {"epoch_s": _steady(times), "images": len(train), "test_mse": mse}
+    return {"epoch_times": _steady(times), "images": len(train), "test_mse": mse}
 
 
 # -- (b) the eager floor: no framework, same data path and math as aevae's defaults ------
@@ -105,7 +107,8 @@ def hand_loop(model: str, dm: MNISTDataModule, epochs: int, device: torch.device
     code = 32 * (2 if model == "vae" else 1)
     encoder = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, code)).to(device)
     decoder = nn.Sequential(nn.Linear(32, 128), nn.ReLU(), nn.Linear(128, 784)).to(device)
-    optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=1e-3)
+    # aevae's default optimizer, so that (c)/(b) measures the framework, not the optimizer
+    optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=1e-3, fused=True)
 
     def epoch() -> None:
         for x, _ in batches:
@@ -123,7 +126,7 @@ def hand_loop(model: str, dm: MNISTDataModule, epochs: int, device: torch.device
 
     times = _timed_epochs(epoch, epochs, device)
     mse = _test_mse(lambda x: torch.sigmoid(decoder(encoder(x)[:, :32])), dm.splits["test"][0].to(device))
-    return {"epoch_s": _steady(times), "images": len(images), "test_mse": mse}
+    return {"epoch_times": _steady(times), "images": len(images), "test_mse": mse}
 
 
 # -- (c)/(d) aevae itself, through the same build path as `aevae-train` ----------------------
@@ -139,7 +142,64 @@ def aevae_run(model: str, overrides: list[str], epochs: int) -> Result:
         run.trainer.test(run.model, datamodule=run.datamodule, verbose=False)
         mse = float(run.trainer.callback_metrics["test/mse"])
         images = run.datamodule.splits["train"][0].shape[0]
-    return {"epoch_s": _steady(timer.epoch_seconds), "images": images, "test_mse": mse}
+    return {"epoch_times": _steady(timer.epoch_seconds), "images": images, "test_mse": mse}
+
+
+# -- the whole command: startup and memory -------------------------------------------------
+def command_costs(root: str, accelerator: str) -> dict[str, float]:
+    """Wall time of `aevae-train trainer.max_steps=1` (an upper bound on command-to-first-step)
+    and the peak RSS of a default one-epoch run, each in a fresh process."""
+    import resource
+    import subprocess
+    import sys
+
+    exe = str(Path(sys.executable).with_name("aevae-train"))
+    common = [f"data.root={root}", f"trainer.accelerator={accelerator}"]
+    with tempfile.TemporaryDirectory() as out:
+        one_step = [*common, "trainer.max_steps=1", "test=false", "logger=none", "callbacks=none"]
+        start = time.perf_counter()
+        subprocess.run([exe, *one_step, f"hydra.run.dir={out}/a"], check=True, capture_output=True)
+        startup = time.perf_counter() - start
+        epoch = [*common, "trainer.max_epochs=1", f"hydra.run.dir={out}/b"]
+        subprocess.run([exe, *epoch], check=True, capture_output=True)
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far
+    return {"one_step_command_s": startup, "default_epoch_peak_rss_mb": peak_kb / 1024}
+
+
+CONTENDERS = ("tutorial", "hand", "aevae", "aevae_b1024")
+
+
+def measure(name: str, model: str, args: argparse.Namespace) -> Result:
+    """Time one contender in this process."""
+    device = torch.device(args.device)
+    if device.type != "cuda":  # as aevae-train does (see aevae.train.build), for every contender
+        os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
+    dm = MNISTDataModule(root=args.data_root, download=False)
+    accelerator = "gpu" if device.type == "cuda" else "cpu"
+    common = [f"data.root={dm.root}", f"trainer.accelerator={accelerator}", f"seed={args.seed}"]
+    if name == "tutorial":
+        return tutorial_loop(model, str(dm.root), args.epochs, device)
+    if name == "hand":
+        dm.setup()
+        return hand_loop(model, dm, args.epochs, device, args.seed)
+    return aevae_run(
+        model, [*common, *(["data.batch_size=1024"] if name == "aevae_b1024" else [])], args.epochs
+    )
+
+
+def _in_fresh_process(name: str, model: str, args: argparse.Namespace) -> Result:
+    """Each measurement gets a process of its own: in a shared one, the order of runs
+    changes the timings by more than the differences being measured."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "aevae.benchmark", "--worker", name, model, "--epochs", str(args.epochs)]
+    cmd += ["--device", args.device, "--seed", str(args.seed)]
+    cmd += ["--data-root", args.data_root] if args.data_root else []
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name}/{model} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.rsplit("RESULT ", 1)[1])
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -150,28 +210,36 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=3, help="epochs per measurement (first is warm-up)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--data-root", default=None, help="default: $AEVAE_DATA or ./data")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["tutorial", "hand", "aevae", "aevae_b1024"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=[*CONTENDERS, "command"])
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of all runs, interleaved")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmark.json"))
+    parser.add_argument("--worker", nargs=2, metavar=("RUN", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker:
+        print("RESULT " + json.dumps(measure(*args.worker, args)))
+        return {}
 
+    names = [name for name in CONTENDERS if name not in args.skip]
+    rounds = [  # interleaved, so drift in the machine's speed hits every contender alike
+        {(name, model): _in_fresh_process(name, model, args) for model in args.models for name in names}
+        for _ in range(args.repeats)
+    ]
+    results = {
+        model: {
+            name: {
+                "epoch_s": statistics.median(t for r in rounds for t in r[name, model]["epoch_times"]),
+                "images": rounds[-1][name, model]["images"],
+                "test_mse": rounds[-1][name, model]["test_mse"],
+            }
+            for name in names
+        }
+        for model in args.models
+    }
     device = torch.device(args.device)
     accelerator = "gpu" if device.type == "cuda" else "cpu"
-    dm = MNISTDataModule(root=args.data_root, download=False)
-    dm.setup()
-    root = str(dm.root)
-    common = [f"data.root={root}", f"trainer.accelerator={accelerator}", f"seed={args.seed}"]
-
-    results: dict[str, dict[str, Result]] = {}
-    for model in args.models:
-        runs: dict[str, Callable[[], Result]] = {
-            "tutorial": lambda m=model: tutorial_loop(m, root, args.epochs, device),
-            "hand": lambda m=model: hand_loop(m, dm, args.epochs, device, args.seed),
-            "aevae": lambda m=model: aevae_run(m, common, args.epochs),
-            "aevae_b1024": lambda m=model: aevae_run(m, [*common, "data.batch_size=1024"], args.epochs),
-        }
-        results[model] = {name: fn() for name, fn in runs.items() if name not in args.skip}
-
+    root = str(MNISTDataModule(root=args.data_root).root)
+    costs = command_costs(root, accelerator) if "command" not in args.skip else {}
     report = {
         "device": torch.cuda.get_device_name(device)
         if device.type == "cuda"
@@ -179,8 +247,10 @@ def main(argv: list[str] | None = None) -> dict:
         "date": time.strftime("%Y-%m-%d"),
         "torch": torch.__version__,
         "epochs": args.epochs,
+        "repeats": args.repeats,
         "warmup_epochs_excluded": 1 if args.epochs > 1 else 0,
         "results": results,
+        "command": costs,
     }
     _print_table(report)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
@@ -198,7 +268,8 @@ def _time_ratio(run: Result, base: Result | None) -> str:
 def _print_table(report: dict) -> None:
     print(
         f"\n{report['device']}, torch {report['torch']}, {report['date']}; "
-        f"median of epochs 2..{report['epochs']} (epoch 1 is warm-up); ratios are time per image"
+        f"median of epochs 2..{report['epochs']} of {report['repeats']} round(s) (epoch 1 is warm-up); "
+        "ratios are time per image"
     )
     header = f"{'model':5} {'run':12} {'s/epoch':>8} {'images/s':>9} "
     header += f"{'x tutorial':>10} {'x hand':>7} {'test mse':>9}"
@@ -211,6 +282,8 @@ def _print_table(report: dict) -> None:
                 f"{_time_ratio(r, runs.get('tutorial')):>10} {_time_ratio(r, runs.get('hand')):>7} "
                 f"{r['test_mse']:9.5f}"
             )
+    for key, value in report["command"].items():
+        print(f"{key}: {value:.2f}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -34,7 +35,9 @@ class Run:
 def _tidy_library_output() -> None:
     """Lightning prints through its own console handler *and* the root logger that Hydra
     set up (console + train.log), so every line came twice; keep the root's. Drop its
-    advertisement line and a deprecation warning it raises under newer torch."""
+    advertisement line, a deprecation warning it raises under newer torch, and its
+    warning that step checkpoints of manual optimization hold the weights *after* the
+    step: that is what a checkpoint at global_step N must hold (N updates applied)."""
     lightning_log = logging.getLogger("lightning")
     for handler in list(lightning_log.handlers):
         if type(handler) is logging.StreamHandler and logging.getLogger().handlers:
@@ -42,6 +45,9 @@ def _tidy_library_output() -> None:
     rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     rank_zero_log.addFilter(lambda record: not str(record.msg).startswith("💡 Tip"))
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    warnings.filterwarnings(
+        "ignore", message="Using ModelCheckpoint with manual optimization and every_n_train"
+    )
 
 
 def build(cfg: DictConfig) -> Run:
@@ -49,15 +55,32 @@ def build(cfg: DictConfig) -> Run:
     import lightning as L
     from hydra.utils import instantiate
 
+    from aevae.chunked import configure_chunks
+
     _tidy_library_output()
 
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, _convert_="all")
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    # Clipping happens inside the chunked steps (manual optimization), not in Lightning's loop.
+    model.gradient_clip_val = cfg.trainer.get("gradient_clip_val")
+    model.gradient_clip_algorithm = cfg.trainer.get("gradient_clip_algorithm") or "norm"
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        gradient_clip_val=None,
+        gradient_clip_algorithm=None,
+    )
+    configure_chunks(trainer, datamodule, cfg.get("steps_per_chunk", "auto"))
+    if trainer.strategy.root_device.type != "cuda":
+        # Lightning turns on torch's NVML-based CUDA probe (to keep fork-based launchers
+        # usable), which Adam.step() then runs on every step: ~35 us of ctypes calls
+        # per step on a machine with a CUDA build and no GPU. Nothing here forks CUDA.
+        os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
     return Run(datamodule, model, trainer)
 
 

@@ -1,4 +1,4 @@
-"""Wall time and throughput of each training epoch."""
+"""Wall time and throughput of the training part of each epoch."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ import time
 import lightning as L
 import torch
 
+from aevae.data.batches import count_images
+
 
 class EpochTimer(L.Callback):
     """Logs `perf/train_epoch_s` and `perf/images_per_s` once per epoch.
 
-    Times the training part of the epoch (validation and checkpointing excluded)
-    and waits for the device once per epoch, never per step, so the figure is
-    true on GPUs too. `epoch_seconds` keeps every epoch's time for scripts.
+    Times from the start of the epoch to the end of its last training batch, so
+    the validation and checkpointing that follow are excluded. Waits for the
+    device once per epoch, never per step, so the figure is true on GPUs too.
+    `epoch_seconds` keeps every epoch's time for scripts.
     """
 
     def __init__(self) -> None:
@@ -21,21 +24,23 @@ class EpochTimer(L.Callback):
         self._start = 0.0
         self._images = 0
 
-    def _sync(self, pl_module: L.LightningModule) -> None:
+    @staticmethod
+    def _now(pl_module: L.LightningModule) -> float:
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
+        return time.perf_counter()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._sync(pl_module)
         self._images = 0
-        self._start = time.perf_counter()
+        self._start = self._now(pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        self._images += len(batch[0])
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._sync(pl_module)
-        seconds = time.perf_counter() - self._start
-        self.epoch_seconds.append(seconds)
-        images_per_s = self._images * trainer.world_size / seconds
-        pl_module.log_dict({"perf/train_epoch_s": seconds, "perf/images_per_s": images_per_s})
+        self._images += count_images(batch)
+        if (
+            trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+            or batch_idx + 1 >= trainer.num_training_batches
+        ):
+            seconds = self._now(pl_module) - self._start
+            self.epoch_seconds.append(seconds)
+            images_per_s = self._images * trainer.world_size / seconds
+            pl_module.log_dict({"perf/train_epoch_s": seconds, "perf/images_per_s": images_per_s})

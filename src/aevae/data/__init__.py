@@ -1,6 +1,6 @@
 """Data: device-resident tensors for the MNIST family."""
 
-from aevae.data.batches import TensorBatches, to_float
+from aevae.data.batches import TensorBatches, count_images, to_float
 from aevae.data.datamodule import DATASETS, DataError, MNISTDataModule
 
-__all__ = ["DATASETS", "DataError", "MNISTDataModule", "TensorBatches", "to_float"]
+__all__ = ["DATASETS", "DataError", "MNISTDataModule", "TensorBatches", "count_images", "to_float"]

@@ -20,6 +20,11 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.to(torch.float32).div_(255)  # exactly as torchvision.transforms.ToTensor
 
 
+def count_images(item: Batch | list[Batch]) -> int:
+    """Images in one item of a TensorBatches: a batch or a chunk of batches."""
+    return sum(len(x) for x, _ in item) if isinstance(item, list) else len(item[0])
+
+
 class TensorBatches:
     """An iterable of `(x, y)` batches over `images[sampler order]`.
 
@@ -28,8 +33,11 @@ class TensorBatches:
     Lightning users know), `SequentialSampler` for evaluation. Lightning finds
     `.sampler.set_epoch` and calls it every epoch, as it does for a DataLoader
     (`batch_sampler` is None, as on a DataLoader with a batch_size).
-    The sampler yields indices on the host once per epoch; each step is then a
-    device-side gather plus a uint8->float conversion.
+
+    With `steps_per_chunk=K > 1` each item is a *chunk*: a list of up to K
+    consecutive batches, cut from one gather and one conversion, which the
+    model trains on with K optimizer steps in one `training_step` (see
+    `Autoencoder.training_step`). `len()` counts items, as Lightning expects.
     """
 
     batch_sampler = None
@@ -41,33 +49,40 @@ class TensorBatches:
         batch_size: int,
         sampler: Sampler[int] | None = None,
         drop_last: bool = False,
+        steps_per_chunk: int = 1,
     ) -> None:
         if images.dtype != torch.uint8:
             raise TypeError(f"TensorBatches expects uint8 images, got {images.dtype}")
         self.images, self.labels = images, labels
-        self.batch_size = batch_size
+        self.batch_size, self.steps_per_chunk = batch_size, steps_per_chunk
         self.sampler = sampler if sampler is not None else SequentialSampler(range(len(images)))
         self.drop_last = drop_last
-        self._sequential = isinstance(self.sampler, SequentialSampler)
 
     @property
     def num_samples(self) -> int:
         return len(self.sampler)  # type: ignore[arg-type]
 
-    def __len__(self) -> int:
+    @property
+    def num_batches(self) -> int:
         n, b = self.num_samples, self.batch_size
         return n // b if self.drop_last else -(-n // b)
 
-    def __iter__(self) -> Iterator[Batch]:
-        if self._sequential:  # contiguous slices are views: no gather at all
-            for start in range(0, len(self) * self.batch_size, self.batch_size):
-                stop = start + self.batch_size
-                yield to_float(self.images[start:stop]), self.labels[start:stop]
-            return
-        order = torch.tensor(list(self.sampler), dtype=torch.long).to(self.images.device)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            idx = order[start : start + self.batch_size]
-            yield to_float(self.images[idx]), self.labels[idx]
+    def __len__(self) -> int:
+        return -(-self.num_batches // self.steps_per_chunk)
+
+    def __iter__(self) -> Iterator[Batch | list[Batch]]:
+        order = None
+        if not isinstance(self.sampler, SequentialSampler):  # sequential: slices are views, no gather
+            order = torch.tensor(list(self.sampler), dtype=torch.long).to(self.images.device)
+        stop = min(self.num_batches * self.batch_size, self.num_samples)
+        span = self.batch_size * self.steps_per_chunk
+        for start in range(0, stop, span):
+            where = slice(start, min(start + span, stop))
+            if order is not None:
+                where = order[where]
+            x, y = to_float(self.images[where]), self.labels[where]
+            batches = list(zip(x.split(self.batch_size), y.split(self.batch_size), strict=True))
+            yield batches if self.steps_per_chunk > 1 else batches[0]
 
 
 def shuffled(n: int, seed: int, num_replicas: int = 1, rank: int = 0) -> DistributedSampler:

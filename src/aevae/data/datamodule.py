@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import shutil
+import struct
 from pathlib import Path
 
 import lightning as L
@@ -13,6 +15,11 @@ from torchvision import datasets
 
 from aevae.config import UserError
 from aevae.data.batches import TensorBatches, shuffled
+
+log = logging.getLogger(__name__)
+
+#: Training images in MNIST, Fashion-MNIST and KMNIST alike.
+OFFICIAL_TRAIN_SIZE = 60_000
 
 DATASETS: dict[str, type[datasets.MNIST]] = {
     "mnist": datasets.MNIST,
@@ -28,6 +35,15 @@ def default_root() -> str:
 
 class DataError(UserError):
     """The data set cannot be read as configured; the message says how to fix it."""
+
+
+def _idx_count(path: Path) -> int | None:
+    """The item count in an IDX file's header (bytes 4-8, big-endian), if the file is there."""
+    try:
+        with open(path, "rb") as f:
+            return struct.unpack(">II", f.read(8))[1]
+    except (OSError, struct.error):
+        return None
 
 
 def _unpack_archives(raw: Path, names: list[str]) -> None:
@@ -55,7 +71,8 @@ class MNISTDataModule(L.LightningDataModule):
     Splits: `train_size`/`val_size` carved from the official 60k training set
     with a seeded permutation (`split_seed`), test = the official 10k. Batches
     come from :class:`TensorBatches`; the training order is reshuffled every
-    epoch from `seed` and the epoch number, so runs are reproducible.
+    epoch from `seed` and the epoch number, so runs are reproducible. Training
+    items are chunks of `steps_per_chunk` batches (see :mod:`aevae.chunked`).
     """
 
     image_shape = (1, 28, 28)
@@ -72,6 +89,7 @@ class MNISTDataModule(L.LightningDataModule):
         split_seed: int = 0,
         seed: int = 0,
         drop_last: bool = False,
+        steps_per_chunk: int = 1,
     ) -> None:
         super().__init__()
         if name not in DATASETS:
@@ -81,6 +99,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.train_size = val_size, train_size
         self.split_seed, self.seed, self.drop_last = split_seed, seed, drop_last
+        self.steps_per_chunk = steps_per_chunk
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # -- reading ---------------------------------------------------------------
@@ -99,6 +118,18 @@ class MNISTDataModule(L.LightningDataModule):
                 "or run with data.download=true"
             ) from err
         return ds.data.unsqueeze(1).contiguous(), ds.targets
+
+    def train_batches_per_epoch(self, world_size: int = 1) -> int:
+        """Training batches one rank sees per epoch, known before any image is loaded."""
+        if self.train_size is not None:
+            n = self.train_size
+        elif "train" in self.splits:
+            n = len(self.splits["train"][0])
+        else:
+            n = _idx_count(self.root / DATASETS[self.name].__name__ / "raw" / "train-images-idx3-ubyte")
+            n = (n if n is not None else OFFICIAL_TRAIN_SIZE) - self.val_size
+        per_rank = -(-n // world_size)  # DistributedSampler pads every rank to the same length
+        return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
 
     def prepare_data(self) -> None:
         """Download once per node (Lightning calls this on local rank 0 only)."""
@@ -141,7 +172,21 @@ class MNISTDataModule(L.LightningDataModule):
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = shuffled(len(images), self.seed, num_replicas=world, rank=rank)
-        return TensorBatches(images, labels, self.batch_size, sampler=sampler, drop_last=self.drop_last)
+        if -(-len(sampler) // self.batch_size) % self.steps_per_chunk and not self.drop_last:
+            log.warning(
+                "an epoch of %d images is not a whole number of %d-batch chunks: step-counted "
+                "intervals may drift from chunk ends (set data.train_size)",
+                len(sampler),
+                self.steps_per_chunk,
+            )
+        return TensorBatches(
+            images,
+            labels,
+            self.batch_size,
+            sampler,
+            drop_last=self.drop_last,
+            steps_per_chunk=self.steps_per_chunk,
+        )
 
     def val_dataloader(self) -> TensorBatches:
         return TensorBatches(*self._on_device("val"), self.eval_batch_size)

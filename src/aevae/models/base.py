@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import lightning as L
 import torch
 import torchmetrics
 from torch import Tensor, nn
 
+from aevae.chunked import ChunkedTraining
 from aevae.losses import ReconstructionLoss, bernoulli_nll, pixel_mse
 
 EVAL_STAGES = ("val", "test")
@@ -48,7 +48,7 @@ class ActiveUnits(torchmetrics.Metric):
         return (variance > self.threshold).sum().float()
 
 
-class Autoencoder(L.LightningModule):
+class Autoencoder(ChunkedTraining):
     """Base LightningModule for AE-style models.
 
     Args:
@@ -64,8 +64,6 @@ class Autoencoder(L.LightningModule):
 
     #: The encoder emits `latent_dim * code_factor` features (VAE: mean and log-variance).
     code_factor = 1
-    #: Per-image terms logged besides "loss" (and the eval-only "mse"/"bce").
-    term_names: tuple[str, ...] = ("loss",)
 
     def __init__(
         self,
@@ -93,16 +91,10 @@ class Autoencoder(L.LightningModule):
         self.active_units = nn.ModuleDict({s: ActiveUnits(self.latent_dim) for s in EVAL_STAGES})
         #: The run's resolved config, stored in checkpoints as plain containers.
         self.run_config: dict[str, Any] | None = None
-        self._train_sums = self._interval_sums = torch.zeros(())
-        self._train_steps = self._interval_steps = 0
 
     # -- the model, per subclass ---------------------------------------------------
     def encode(self, x: Tensor) -> Tensor:
         """A deterministic code for `x` (the VAE's posterior mean)."""
-        raise NotImplementedError
-
-    def terms(self, x: Tensor) -> dict[str, Tensor]:
-        """Per-image loss terms `[B]`; "loss" is what training minimizes (its batch mean)."""
         raise NotImplementedError
 
     def decode(self, z: Tensor) -> Tensor:
@@ -113,43 +105,9 @@ class Autoencoder(L.LightningModule):
         """The mean reconstruction of `x` in pixel space."""
         return self.likelihood.mean(self.decode(self.encode(x)))
 
-    # -- training --------------------------------------------------------------------
+    # -- training (the steps themselves: aevae.chunked.ChunkedTraining) -----------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(self.parameters(), lr=self.lr)
-
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        terms = {name: value.mean() for name, value in self.terms(batch[0]).items()}
-        self._accumulate_train_terms(terms)
-        return terms["loss"]
-
-    def _accumulate_train_terms(self, terms: dict[str, Tensor]) -> None:
-        """Keep device-side running sums; hand them to Lightning every `log_every_n_steps`.
-
-        `self.log` costs about as much per call as a whole step of the default
-        model, so it is called once per logging interval, never per step, and
-        nothing here waits for the device.
-        """
-        values = torch.stack([terms[name].detach() for name in self.term_names])
-        self._train_sums = self._train_sums + values if self._train_steps else values
-        self._interval_sums = self._interval_sums + values if self._interval_steps else values
-        self._train_steps += 1
-        self._interval_steps += 1
-        every = self.trainer.log_every_n_steps if self._trainer is not None else 1
-        if (self.global_step + 1) % max(every, 1) == 0:
-            means = dict(zip(self.term_names, self._interval_sums / self._interval_steps, strict=True))
-            self.log("train/loss", means.pop("loss"), prog_bar=True)
-            self.log_dict({f"train/{name}": value for name, value in means.items()})
-            self._interval_steps = 0
-
-    def on_train_epoch_start(self) -> None:
-        self._train_steps = self._interval_steps = 0
-
-    def on_train_epoch_end(self) -> None:
-        if self._train_steps:
-            means = self._train_sums / self._train_steps
-            self.log_dict(
-                {f"train/{n}_epoch": v for n, v in zip(self.term_names, means, strict=True)}, sync_dist=True
-            )
 
     # -- evaluation ------------------------------------------------------------------
     def _evaluate(self, x: Tensor, stage: str) -> None:

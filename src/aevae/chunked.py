@@ -1,0 +1,196 @@
+"""K optimizer steps per Lightning `training_step`: the fast training path of every model.
+
+For a model as small as the classic 784-128-32 MLP, Lightning's per-step work
+(hooks, closures, its optimizer wrapper, `self.log`) costs as much as the
+step's arithmetic. So the data arrive in *chunks* of K batches
+(`TensorBatches(steps_per_chunk=K)`) and one `training_step` runs K plain
+PyTorch steps on them. Lightning still counts optimizer steps, not chunks:
+`trainer.global_step`, `max_steps`, the logging step and checkpoint-by-steps
+see single updates. `configure_chunks` picks K so that every step-counted
+interval and the epoch are whole numbers of chunks, and restates the
+batch-counted Trainer limits (`limit_train_batches`, integer
+`val_check_interval`) in chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from aevae.config import UserError
+
+log = logging.getLogger(__name__)
+
+#: Upper bounds on K: enough to amortize Lightning's per-call cost, small enough
+#: that a chunk of float images stays a few tens of MB.
+MAX_STEPS_PER_CHUNK = 64
+MAX_IMAGES_PER_CHUNK = 16_384
+
+
+def choose_steps_per_chunk(requested: int | str, intervals: dict[str, int], batch_size: int) -> int:
+    """K: `requested` if it divides every positive interval, or for "auto" the largest such K."""
+    positive = {key: value for key, value in intervals.items() if value > 0}
+    if requested == "auto":
+        common = math.gcd(*positive.values()) if positive else 0
+        cap = max(1, min(MAX_STEPS_PER_CHUNK, MAX_IMAGES_PER_CHUNK // batch_size))
+        return max(d for d in range(1, cap + 1) if common % d == 0) if common else cap
+    k = _positive_int("steps_per_chunk", requested)
+    for key, value in positive.items():
+        if value % k:
+            raise UserError(f"steps_per_chunk={k} must divide {key}={value}; use steps_per_chunk=auto")
+    return k
+
+
+def configure_chunks(trainer: L.Trainer, datamodule: Any, requested: int | str) -> int:
+    """Pick K for this trainer and data, and make Lightning count chunks where it counts batches."""
+    if trainer.accumulate_grad_batches != 1:
+        raise UserError("trainer.accumulate_grad_batches is not supported; raise data.batch_size instead")
+    if str(trainer.precision) in ("16", "16-mixed"):
+        raise UserError(
+            f"trainer.precision={trainer.precision} needs loss scaling; use bf16-mixed or 32-true"
+        )
+    intervals = {
+        "trainer.log_every_n_steps": trainer.log_every_n_steps,
+        "trainer.max_steps": trainer.max_steps,
+    }
+    for callback in trainer.checkpoint_callbacks:
+        intervals["callbacks.model_checkpoint.every_n_train_steps"] = getattr(
+            callback, "_every_n_train_steps", 0
+        )
+    batch_counted = {
+        key: value
+        for key in ("limit_train_batches", "val_check_interval")
+        if isinstance(value := getattr(trainer, key), int) and not isinstance(value, bool)
+    }
+    intervals.update({f"trainer.{key}": value for key, value in batch_counted.items()})
+    epoch = datamodule.train_batches_per_epoch(trainer.world_size)
+    if not 0 < batch_counted.get("limit_train_batches", epoch) < epoch:  # else the limit ends each epoch
+        intervals["data: batches per epoch"] = epoch
+    k = choose_steps_per_chunk(requested, intervals, datamodule.batch_size)
+    for key, value in batch_counted.items():
+        setattr(trainer, key, value // k)
+    datamodule.steps_per_chunk = k
+    if k > 1:  # Lightning compares its batch count, now chunks, with log_every_n_steps, still steps
+        warnings.filterwarnings(
+            "ignore", message=r"The number of training batches \(\d+\) is smaller than the logging"
+        )
+    log.info(
+        "%d optimizer step(s) per training_step (steps_per_chunk=%s; intervals: %s)", k, requested, intervals
+    )
+    return k
+
+
+def _positive_int(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{key}={value!r} must be a positive integer or auto")
+    return value
+
+
+class ChunkedTraining(L.LightningModule):
+    """Manual optimization over chunks of batches; subclasses define `terms(x)`."""
+
+    #: Per-image loss terms `terms` returns; "loss" (first) is what training minimizes.
+    term_names: tuple[str, ...] = ("loss",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.gradient_clip_val: float | None = None
+        self.gradient_clip_algorithm = "norm"
+        self._pending: list[list[Tensor]] = []  # per step: its per-image terms, detached
+        self._epoch_sums, self._epoch_images = torch.zeros(len(self.term_names)), 0
+
+    def terms(self, x: Tensor) -> dict[str, Tensor]:
+        """Per-image loss terms `[B]`, keyed by `term_names`."""
+        raise NotImplementedError
+
+    def training_step(
+        self, chunk: list[tuple[Tensor, Tensor]] | tuple[Tensor, Tensor], chunk_idx: int
+    ) -> None:
+        batches = chunk if isinstance(chunk, list) else [chunk]
+        if self.trainer.max_steps >= 0:  # stop exactly at max_steps, also inside a chunk
+            batches = batches[: max(self.trainer.max_steps - self.global_step, 0)]
+        optimizer = self.optimizers().optimizer  # the torch optimizer; its wrapper costs a step's worth
+        distributed = self.trainer.world_size > 1
+        for x, _ in batches:
+            terms = self.terms(x)
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].mean().backward()
+            if distributed:
+                self._average_gradients()
+            if self.gradient_clip_val:
+                self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
+            optimizer.step()
+            self._pending.append([terms[name].detach() for name in self.term_names])
+        self._count_optimizer_steps(len(batches))
+        every = self.trainer.log_every_n_steps
+        if every > 0 and self.global_step % every == 0:
+            self._log_train_interval()
+
+    # -- what Lightning's optimizer wrapper and DDP reducer would have done ------------
+    def _count_optimizer_steps(self, n: int) -> None:
+        """Advance the counters behind `trainer.global_step` and the logging step by `n` updates.
+
+        Lightning counts one step per `LightningOptimizer.step()` call and one logging
+        step per batch; these two counters are all it reads for max_steps, checkpoint
+        intervals and logger steps, and both are saved in checkpoints.
+        """
+        epoch_loop = self.trainer.fit_loop.epoch_loop
+        epoch_loop.manual_optimization.optim_step_progress.increment_by(n)
+        epoch_loop._batches_that_stepped += n - 1  # Lightning adds one itself after the call
+
+    def on_train_start(self) -> None:
+        """Under DDP, several backward passes in one DDP forward would break its reducer:
+        switch it off and average gradients per step in `_average_gradients` instead."""
+        wrapper = self.trainer.strategy.model
+        if isinstance(wrapper, torch.nn.parallel.DistributedDataParallel):
+            wrapper.require_backward_grad_sync = False
+
+    def _average_gradients(self) -> None:
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        torch.distributed.all_reduce(flat)
+        flat.div_(self.trainer.world_size)
+        for grad, averaged in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+            grad.copy_(averaged.view_as(grad))
+
+    # -- logging: reduced on the device once per interval, never per step --------------
+    def _reduce_pending(self) -> tuple[Tensor, int] | None:
+        """Per-image means of the terms of the steps since the last call, and their image count.
+
+        Steps only keep references to their per-image terms: reducing them per step,
+        or calling `self.log` per step, would cost a good part of a step of the default
+        model. Nothing here waits for the device.
+        """
+        if not self._pending:
+            return None
+        per_term = zip(*self._pending, strict=True)
+        sums = torch.stack([torch.cat(values).sum() for values in per_term])
+        images = sum(len(step[0]) for step in self._pending)
+        self._pending = []
+        self._epoch_sums = self._epoch_sums.to(sums.device) + sums
+        self._epoch_images += images
+        return sums / images, images
+
+    def _log_train_interval(self) -> None:
+        if (reduced := self._reduce_pending()) is None:
+            return
+        means = dict(zip(self.term_names, reduced[0], strict=True))
+        self.log("train/loss", means.pop("loss"), prog_bar=True)
+        self.log_dict({f"train/{name}": value for name, value in means.items()})
+
+    def on_train_epoch_start(self) -> None:
+        self._pending, self._epoch_sums, self._epoch_images = [], torch.zeros(len(self.term_names)), 0
+
+    def on_train_epoch_end(self) -> None:
+        self._reduce_pending()
+        if self._epoch_images:
+            means = self._epoch_sums / self._epoch_images
+            named = zip(self.term_names, means, strict=True)
+            self.log_dict({f"train/{name}_epoch": value for name, value in named}, sync_dist=True)
