@@ -28,7 +28,7 @@ def fit(tmp: Path, *overrides: str):  # -> aevae.train.Run
     quiet = () if "callbacks=none" in overrides else ("callbacks.progress_bar.refresh_rate=0",)
     cfg = compose_config([f"data.root={mnist_root()}", *SMALL, *quiet, *overrides], output_dir=tmp)
     run = build(cfg)
-    run.trainer.fit(run.model, datamodule=run.datamodule)
+    run.trainer.fit(run.model, datamodule=run.datamodule, ckpt_path=cfg.get("ckpt_path"))
     return run
 
 
@@ -211,3 +211,15 @@ def test_ddp_chunks_average_gradients_across_ranks(tmp_path: Path) -> None:
     for d, s in zip(ddp.parameters(), single.parameters(), strict=True):
         torch.testing.assert_close(d, s, rtol=1e-4, atol=1e-5)
     assert torch.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 40
+
+
+def test_resume_from_an_epoch_checkpoint_continues_exactly(tmp_path: Path) -> None:
+    """2 epochs, then resume to 3, equals 3 epochs straight (the AE is deterministic on CPU)."""
+    common = ("logger=none", "trainer.limit_val_batches=0", "callbacks.model_checkpoint.monitor=null")
+    straight = fit(tmp_path / "straight", *common, "trainer.max_epochs=3")
+    fit(tmp_path / "first", *common, "trainer.max_epochs=2")
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    resumed = fit(tmp_path / "first", *common, "trainer.max_epochs=3", f"ckpt_path={last}")
+    assert resumed.trainer.global_step == straight.trainer.global_step == 60
+    for r, s in zip(resumed.model.parameters(), straight.model.parameters(), strict=True):
+        torch.testing.assert_close(r, s, rtol=0, atol=0)

@@ -179,11 +179,20 @@ class ChunkedTraining(L.LightningModule):
         return sums / images, images
 
     def _log_train_interval(self) -> None:
+        """Hand the interval's means to the loggers directly, at the step Lightning would use.
+
+        Through `self.log`, each interval cost a few `self.log` calls plus a flush of
+        every logger (~1.5 ms, several % of the default run); rank-local step metrics
+        need none of its aggregation. The progress bar still gets `train/loss`.
+        """
         if (reduced := self._reduce_pending()) is None:
             return
-        means = dict(zip(self.term_names, reduced[0], strict=True))
-        self.log("train/loss", means.pop("loss"), prog_bar=True)
-        self.log_dict({f"train/{name}": value for name, value in means.items()})
+        self.log("train/loss", reduced[0][0], prog_bar=True, logger=False)
+        metrics = {
+            f"train/{name}": value for name, value in zip(self.term_names, reduced[0].tolist(), strict=True)
+        }
+        for logger in self.loggers:
+            logger.log_metrics({**metrics, "epoch": self.current_epoch}, step=self.global_step - 1)
 
     def on_train_epoch_start(self) -> None:
         self._pending, self._epoch_sums, self._epoch_images = [], torch.zeros(len(self.term_names)), 0
