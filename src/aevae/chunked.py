@@ -71,7 +71,7 @@ def configure_chunks(trainer: L.Trainer, datamodule: Any, requested: int | str) 
     intervals.update({f"trainer.{key}": value for key, value in batch_counted.items()})
     epoch = datamodule.train_batches_per_epoch(trainer.world_size)
     if not 0 < batch_counted.get("limit_train_batches", epoch) < epoch:  # else the limit ends each epoch
-        intervals["data: batches per epoch"] = epoch
+        intervals["the batches of an epoch"] = epoch
     k = choose_steps_per_chunk(requested, intervals, datamodule.batch_size)
     for key, value in batch_counted.items():
         setattr(trainer, key, value // k)

@@ -44,4 +44,6 @@ class VAE(Autoencoder):
         z = mu + torch.randn_like(mu) * (0.5 * log_var).exp()  # reparameterization
         recon = self.likelihood(self.decode(z), x)
         kl = kl_std_normal(mu, log_var)
-        return {"loss": recon + self.beta * kl, "recon": recon, "kl": kl, "neg_elbo": recon + kl}
+        neg_elbo = recon + kl
+        loss = neg_elbo if self.beta == 1 else recon + self.beta * kl
+        return {"loss": loss, "recon": recon, "kl": kl, "neg_elbo": neg_elbo}
