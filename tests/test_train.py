@@ -90,7 +90,7 @@ def test_runs_without_logger_or_callbacks(tmp_path: Path) -> None:
     [
         (["model=vae", "loss=mse"], "loss=mse is not a likelihood"),
         (["data.root=/nonexistent", "data.download=false"], "MNIST not found in /nonexistent/MNIST/raw"),
-        (["model.latent_activation=swish"], "activation 'swish' is not known"),
+        (["model.latent_activation=swish"], "model.latent_activation='swish' is not allowed"),
     ],
 )
 def test_user_mistakes_get_one_line(overrides: list[str], expected: str, tmp_path: Path) -> None:

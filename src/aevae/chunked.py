@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import warnings
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -24,6 +26,7 @@ import torch
 from torch import Tensor
 
 from aevae.config import UserError
+from aevae.metrics import RunningTerms
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +62,11 @@ def configure_chunks(trainer: L.Trainer, datamodule: Any, requested: int | str) 
         "trainer.log_every_n_steps": trainer.log_every_n_steps,
         "trainer.max_steps": trainer.max_steps,
     }
-    for callback in trainer.checkpoint_callbacks:
-        intervals["callbacks.model_checkpoint.every_n_train_steps"] = getattr(
+    for callback in trainer.callbacks:  # ModelCheckpoint keeps it private, StepCheckpoint public
+        if every := getattr(callback, "every_n_train_steps", None) or getattr(
             callback, "_every_n_train_steps", 0
-        )
+        ):
+            intervals[f"{type(callback).__name__}.every_n_train_steps"] = every
     batch_counted = {
         key: value
         for key in ("limit_train_batches", "val_check_interval")
@@ -103,8 +107,8 @@ class ChunkedTraining(L.LightningModule):
         self.automatic_optimization = False
         self.gradient_clip_val: float | None = None
         self.gradient_clip_algorithm = "norm"
-        self._pending: list[list[Tensor]] = []  # per step: its per-image terms, detached
-        self._epoch_sums, self._epoch_images = torch.zeros(len(self.term_names)), 0
+        self._running = RunningTerms(len(self.term_names))
+        self._rng_to_restore: dict[str, Any] | None = None
 
     def terms(self, x: Tensor) -> dict[str, Tensor]:
         """Per-image loss terms `[B]`, keyed by `term_names`."""
@@ -118,16 +122,21 @@ class ChunkedTraining(L.LightningModule):
             batches = batches[: max(self.trainer.max_steps - self.global_step, 0)]
         optimizer = self.optimizers().optimizer  # the torch optimizer; its wrapper costs a step's worth
         distributed = self.trainer.world_size > 1
+        losses = []
         for x, _ in batches:
             terms = self.terms(x)
+            loss = terms["loss"].mean()
             optimizer.zero_grad(set_to_none=True)
-            terms["loss"].mean().backward()
+            loss.backward()
             if distributed:
                 self._average_gradients()
             if self.gradient_clip_val:
                 self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
             optimizer.step()
-            self._pending.append([terms[name].detach() for name in self.term_names])
+            losses.append(loss.detach())
+            self._running.add([terms[name].detach() for name in self.term_names])
+        if losses:
+            self._stop_if_not_finite(torch.stack(losses))
         self._count_optimizer_steps(len(batches))
         every = self.trainer.log_every_n_steps
         if every > 0 and self.global_step % every == 0:
@@ -148,6 +157,7 @@ class ChunkedTraining(L.LightningModule):
     def on_train_start(self) -> None:
         """Under DDP, several backward passes in one DDP forward would break its reducer:
         switch it off and average gradients per step in `_average_gradients` instead."""
+        self._restore_rng()
         wrapper = self.trainer.strategy.model
         if isinstance(wrapper, torch.nn.parallel.DistributedDataParallel):
             wrapper.require_backward_grad_sync = False
@@ -160,24 +170,47 @@ class ChunkedTraining(L.LightningModule):
         for grad, averaged in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
             grad.copy_(averaged.view_as(grad))
 
+    # -- guards and state a resumed run needs ------------------------------------------
+    def _stop_if_not_finite(self, losses: Tensor) -> None:
+        """Stop at a NaN/Inf loss before anything saves the damaged weights (one host sync per chunk)."""
+        finite = torch.isfinite(losses).all()
+        if self.trainer.world_size > 1:  # every rank stops together, or none does
+            flag = finite.to(torch.int32)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+            finite = flag.bool()
+        if bool(finite):
+            return
+        bad = (~torch.isfinite(losses)).nonzero()
+        first = int(bad[0]) if len(bad) else 0  # another rank's loss may be the bad one
+        raise NonFiniteLossError(
+            f"non-finite loss ({losses[first].item()}) at optimizer step {self.global_step + first + 1}: "
+            f"training stopped; {_last_checkpoint(self.trainer)}; "
+            "lower model.lr or set trainer.gradient_clip_val"
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["aevae_train_terms"] = self._running.state_dict()
+        checkpoint["aevae_rng"] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            checkpoint["aevae_rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "aevae_train_terms" in checkpoint:
+            self._running.load_state_dict(checkpoint["aevae_train_terms"])
+        self._rng_to_restore = checkpoint.get("aevae_rng")  # applied when training restarts
+
+    def _restore_rng(self) -> None:
+        """Continue the reparameterization noise where the checkpoint left it. Done at train
+        start, after the sanity check, so a resumed run draws exactly what the original did."""
+        if (state := self._rng_to_restore) is None:
+            return
+        torch.set_rng_state(state["torch"])
+        random.setstate(_as_tuples(state["python"]))
+        if state.get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        self._rng_to_restore = None
+
     # -- logging: reduced on the device once per interval, never per step --------------
-    def _reduce_pending(self) -> tuple[Tensor, int] | None:
-        """Per-image means of the terms of the steps since the last call, and their image count.
-
-        Steps only keep references to their per-image terms: reducing them per step,
-        or calling `self.log` per step, would cost a good part of a step of the default
-        model. Nothing here waits for the device.
-        """
-        if not self._pending:
-            return None
-        per_term = zip(*self._pending, strict=True)
-        sums = torch.stack([torch.cat(values).sum() for values in per_term])
-        images = sum(len(step[0]) for step in self._pending)
-        self._pending = []
-        self._epoch_sums = self._epoch_sums.to(sums.device) + sums
-        self._epoch_images += images
-        return sums / images, images
-
     def _log_train_interval(self) -> None:
         """Hand the interval's means to the loggers directly, at the step Lightning would use.
 
@@ -185,21 +218,37 @@ class ChunkedTraining(L.LightningModule):
         every logger (~1.5 ms, several % of the default run); rank-local step metrics
         need none of its aggregation. The progress bar still gets `train/loss`.
         """
-        if (reduced := self._reduce_pending()) is None:
+        if (means := self._running.take_interval()) is None:
             return
-        self.log("train/loss", reduced[0][0], prog_bar=True, logger=False)
+        self.log("train/loss", means[0], prog_bar=True, logger=False)
         metrics = {
-            f"train/{name}": value for name, value in zip(self.term_names, reduced[0].tolist(), strict=True)
+            f"train/{name}": value for name, value in zip(self.term_names, means.tolist(), strict=True)
         }
         for logger in self.loggers:
             logger.log_metrics({**metrics, "epoch": self.current_epoch}, step=self.global_step - 1)
 
     def on_train_epoch_start(self) -> None:
-        self._pending, self._epoch_sums, self._epoch_images = [], torch.zeros(len(self.term_names)), 0
+        self._running = RunningTerms(len(self.term_names))
 
     def on_train_epoch_end(self) -> None:
-        self._reduce_pending()
-        if self._epoch_images:
-            means = self._epoch_sums / self._epoch_images
+        if (means := self._running.take_epoch()) is not None:
             named = zip(self.term_names, means, strict=True)
             self.log_dict({f"train/{name}_epoch": value for name, value in named}, sync_dist=True)
+
+
+class NonFiniteLossError(UserError):
+    """Training produced a NaN or infinite loss."""
+
+
+def _last_checkpoint(trainer: L.Trainer) -> str:
+    dirs = {Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)}
+    saved = sorted((p for d in dirs for p in d.glob("*.ckpt")), key=lambda p: p.stat().st_mtime)
+    if not saved:
+        return "no checkpoint was saved before it"
+    step = torch.load(saved[-1], map_location="cpu", weights_only=True).get("global_step")
+    return f"the last good checkpoint is {saved[-1]} (step {step})"
+
+
+def _as_tuples(value: Any) -> Any:
+    """random.setstate wants the tuples that a checkpoint round trip may turn into lists."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, list | tuple) else value

@@ -34,6 +34,9 @@ class EpochTimer(L.Callback):
         self._images = 0
         self._start = self._now(pl_module)
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.on_train_epoch_start(trainer, pl_module)  # a run resumed mid-epoch times from here
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
         self._images += count_images(batch)
         if (

@@ -7,7 +7,7 @@ PIL/ToTensor work, no worker processes, no host-to-device copy per step.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils.data import DistributedSampler, Sampler, SequentialSampler
@@ -50,6 +50,7 @@ class TensorBatches:
         sampler: Sampler[int] | None = None,
         drop_last: bool = False,
         steps_per_chunk: int = 1,
+        progress: Callable[[], int] | None = None,
     ) -> None:
         if images.dtype != torch.uint8:
             raise TypeError(f"TensorBatches expects uint8 images, got {images.dtype}")
@@ -57,6 +58,8 @@ class TensorBatches:
         self.batch_size, self.steps_per_chunk = batch_size, steps_per_chunk
         self.sampler = sampler if sampler is not None else SequentialSampler(range(len(images)))
         self.drop_last = drop_last
+        self.progress = progress  # items the trainer has finished this epoch, for state_dict
+        self._resume: tuple[int, int] | None = None
 
     @property
     def num_samples(self) -> int:
@@ -70,13 +73,25 @@ class TensorBatches:
     def __len__(self) -> int:
         return -(-self.num_batches // self.steps_per_chunk)
 
+    # -- a killed run resumes mid-epoch at the item where its checkpoint was taken --
+    def state_dict(self) -> dict[str, int]:
+        epoch = getattr(self.sampler, "epoch", 0)
+        return {"epoch": epoch, "position": self.progress() if self.progress is not None else 0}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = (state["epoch"], state["position"])
+
     def __iter__(self) -> Iterator[Batch | list[Batch]]:
+        skip = 0
+        if self._resume is not None and self._resume[0] == getattr(self.sampler, "epoch", 0):
+            skip = self._resume[1]
+        self._resume = None
         order = None
         if not isinstance(self.sampler, SequentialSampler):  # sequential: slices are views, no gather
             order = torch.tensor(list(self.sampler), dtype=torch.long).to(self.images.device)
         stop = min(self.num_batches * self.batch_size, self.num_samples)
         span = self.batch_size * self.steps_per_chunk
-        for start in range(0, stop, span):
+        for start in range(skip * span, stop, span):
             where = slice(start, min(start + span, stop))
             if order is not None:
                 where = order[where]

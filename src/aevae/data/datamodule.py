@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
-import shutil
-import struct
 from pathlib import Path
 
 import lightning as L
 import torch
 from torchvision import datasets
 
-from aevae.config import UserError
 from aevae.data.batches import TensorBatches, shuffled
+from aevae.data.idx import DataError, check_idx, idx_count, unpack_archives
 
 log = logging.getLogger(__name__)
 
@@ -31,38 +28,6 @@ DATASETS: dict[str, type[datasets.MNIST]] = {
 def default_root() -> str:
     """`$AEVAE_DATA` when set, else `./data`."""
     return os.environ.get("AEVAE_DATA") or "./data"
-
-
-class DataError(UserError):
-    """The data set cannot be read as configured; the message says how to fix it."""
-
-
-def _idx_count(path: Path) -> int | None:
-    """The item count in an IDX file's header (bytes 4-8, big-endian), if the file is there."""
-    try:
-        with open(path, "rb") as f:
-            return struct.unpack(">II", f.read(8))[1]
-    except (OSError, struct.error):
-        return None
-
-
-def _unpack_archives(raw: Path, names: list[str]) -> None:
-    """Unpack `<name>.gz` next to each missing IDX file: an offline copy may hold only the
-    archives (Debian's dataset-fashion-mnist does, recompressed, so torchvision's
-    checksums refuse them and would try the network instead)."""
-    for name in names:
-        archive, target = raw / f"{name}.gz", raw / name
-        if not target.is_file() and archive.is_file():
-            partial = target.with_suffix(".partial")
-            try:
-                with gzip.open(archive, "rb") as src, open(partial, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-                partial.replace(target)  # never leave a truncated IDX file behind
-            except OSError as err:
-                raise DataError(
-                    f"cannot unpack {archive} ({err.strerror}); copy the .gz files into a writable "
-                    "<data.root>/<Dataset>/raw/ folder"
-                ) from err
 
 
 class MNISTDataModule(L.LightningDataModule):
@@ -106,7 +71,14 @@ class MNISTDataModule(L.LightningDataModule):
     def _read(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         cls = DATASETS[self.name]
         raw = self.root / cls.__name__ / "raw"
-        _unpack_archives(raw, [Path(name).stem for name, _ in cls.resources])
+        unpack_archives(raw, [Path(name).stem for name, _ in cls.resources])
+        split = "train" if train else "t10k"
+        for name, item_shape in (
+            (f"{split}-images-idx3-ubyte", self.image_shape[1:]),
+            (f"{split}-labels-idx1-ubyte", ()),
+        ):
+            if (raw / name).is_file():
+                check_idx(raw / name, item_shape)
         try:
             ds = cls(str(self.root), train=train, download=self.download)
         except RuntimeError as err:
@@ -126,7 +98,7 @@ class MNISTDataModule(L.LightningDataModule):
         elif "train" in self.splits:
             n = len(self.splits["train"][0])
         else:
-            n = _idx_count(self.root / DATASETS[self.name].__name__ / "raw" / "train-images-idx3-ubyte")
+            n = idx_count(self.root / DATASETS[self.name].__name__ / "raw" / "train-images-idx3-ubyte")
             n = (n if n is not None else OFFICIAL_TRAIN_SIZE) - self.val_size
         per_rank = -(-n // world_size)  # DistributedSampler pads every rank to the same length
         return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
@@ -172,13 +144,10 @@ class MNISTDataModule(L.LightningDataModule):
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = shuffled(len(images), self.seed, num_replicas=world, rank=rank)
-        if -(-len(sampler) // self.batch_size) % self.steps_per_chunk and not self.drop_last:
-            log.warning(
-                "an epoch of %d images is not a whole number of %d-batch chunks: step-counted "
-                "intervals may drift from chunk ends (set data.train_size)",
-                len(sampler),
-                self.steps_per_chunk,
-            )
+
+        def processed() -> int:  # chunks trained so far this epoch, Lightning's own count
+            return trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
         return TensorBatches(
             images,
             labels,
@@ -186,6 +155,7 @@ class MNISTDataModule(L.LightningDataModule):
             sampler,
             drop_last=self.drop_last,
             steps_per_chunk=self.steps_per_chunk,
+            progress=processed if trainer is not None else None,
         )
 
     def val_dataloader(self) -> TensorBatches:

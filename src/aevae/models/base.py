@@ -15,37 +15,9 @@ from torch import Tensor, nn
 
 from aevae.chunked import ChunkedTraining
 from aevae.losses import ReconstructionLoss, bernoulli_nll, pixel_mse
+from aevae.metrics import ActiveUnits
 
 EVAL_STAGES = ("val", "test")
-
-
-class ActiveUnits(torchmetrics.Metric):
-    """Latent dims whose code varies over the data set: Var_x[code_d] > threshold.
-
-    For a VAE the code is the posterior mean and a dim below the threshold has
-    collapsed to the prior (Burda et al., 2015). Running sums are reduced
-    across DDP ranks by torchmetrics.
-    """
-
-    full_state_update = False
-
-    def __init__(self, latent_dim: int, threshold: float = 0.01) -> None:
-        super().__init__()
-        self.threshold = threshold
-        self.add_state("count", torch.zeros(()), dist_reduce_fx="sum")
-        self.add_state("total", torch.zeros(latent_dim), dist_reduce_fx="sum")
-        self.add_state("total_sq", torch.zeros(latent_dim), dist_reduce_fx="sum")
-
-    def update(self, codes: Tensor) -> None:
-        codes = codes.detach().float()
-        self.count += codes.shape[0]
-        self.total += codes.sum(0)
-        self.total_sq += codes.square().sum(0)
-
-    def compute(self) -> Tensor:
-        mean = self.total / self.count
-        variance = self.total_sq / self.count - mean.square()
-        return (variance > self.threshold).sum().float()
 
 
 class Autoencoder(ChunkedTraining):
@@ -141,5 +113,6 @@ class Autoencoder(ChunkedTraining):
 
     # -- checkpoints -----------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         if self.run_config is not None:
             checkpoint["aevae_config"] = self.run_config

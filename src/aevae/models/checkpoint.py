@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from aevae.checkpointing import peek
 from aevae.config import UserError
 from aevae.models.base import Autoencoder
 
@@ -18,13 +19,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """
     from hydra.utils import instantiate
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # pickle, zip and unsafe-global errors all mean "not our checkpoint"
-        raise UserError(f"{path} is not a readable checkpoint: {str(err).splitlines()[0]}") from err
+    checkpoint = peek(path)
     config = checkpoint.get("aevae_config") if isinstance(checkpoint, dict) else None
     if not config or "state_dict" not in checkpoint:
         raise UserError(

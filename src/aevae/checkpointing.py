@@ -1,0 +1,112 @@
+"""Checkpoints that survive a crash, and resuming a run from one.
+
+- `AtomicCheckpointIO` writes each checkpoint to a temporary file and renames it
+  over the old one, so a run killed while saving leaves the previous checkpoint
+  whole (Lightning's own writer truncates the target first).
+- `StepCheckpoint` refreshes `last.ckpt` every N optimizer steps, so a killed run
+  loses at most N steps, not an epoch.
+- `resume_overrides` turns `aevae-train resume=RUN_DIR` into the overrides of the
+  original run plus its run dir and its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from aevae.config import UserError
+
+LAST = "last.ckpt"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoint files appear whole or not at all: write `<path>.tmp`, fsync, rename."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+
+class StepCheckpoint(Checkpoint):
+    """Save `<dirpath>/last.ckpt` every `every_n_train_steps` optimizer steps (null: never)."""
+
+    def __init__(self, dirpath: str | Path, every_n_train_steps: int | None = 1000) -> None:
+        self.dirpath = Path(dirpath)
+        self.every_n_train_steps = every_n_train_steps or 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        step = trainer.global_step
+        if self.every_n_train_steps and step and step % self.every_n_train_steps == 0:
+            trainer.save_checkpoint(self.dirpath / LAST)
+
+
+def peek(path: str | Path, key: str = "checkpoint") -> dict[str, Any]:
+    """A checkpoint's contents (weights only: nothing in it is executed); `key` names it in errors."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, IsADirectoryError):
+        raise UserError(f"{key}={path} does not exist or is not a file") from None
+    except Exception as err:  # pickle, zip and unsafe-global errors all mean "not our checkpoint"
+        raise UserError(f"{key}={path} is not a readable checkpoint: {str(err).splitlines()[0]}") from err
+
+
+#: Model settings a checkpoint must share with the run that loads it.
+MODEL_KEYS = ("_target_", "latent_dim", "hidden_dims", "image_shape", "net")
+
+
+def check_compatible(checkpoint: dict[str, Any], model_cfg: dict[str, Any], path: str | Path) -> None:
+    """Refuse a checkpoint of another model with a message naming the settings that differ."""
+    saved = (checkpoint.get("aevae_config") or {}).get("model")
+    if saved is None:
+        raise UserError(f"ckpt_path={path} is not an aevae checkpoint (it holds no aevae_config)")
+    differ = [
+        f"{key}: checkpoint {_short(saved.get(key))}, this run {_short(model_cfg.get(key))}"
+        for key in MODEL_KEYS
+        if saved.get(key) != model_cfg.get(key)
+    ]
+    if differ:
+        raise UserError(
+            f"ckpt_path={path} holds a different model ({'; '.join(differ)}); use the same model settings"
+        )
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, str) and value.startswith("aevae.models."):
+        return value.rsplit(".", 1)[1]
+    return str(value).replace(" ", "")
+
+
+def resume_overrides(run_dir: str | Path, extra: list[str]) -> list[str]:
+    """The command-line overrides that continue the run in `run_dir`, with `extra` on top."""
+    import yaml
+
+    run_dir = Path(run_dir)
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if not saved.is_file():
+        raise UserError(f"resume={run_dir} is not an aevae-train run dir (no .hydra/overrides.yaml there)")
+    if not (run_dir / "checkpoints" / LAST).is_file():
+        raise UserError(f"resume={run_dir}: there is no checkpoints/{LAST} to resume from")
+    original = [
+        o for o in yaml.safe_load(saved.read_text()) or [] if o.split("=")[0].lstrip("+~") not in _PER_LAUNCH
+    ]
+    keys = {o.split("=")[0].lstrip("+~") for o in extra}
+    kept = [o for o in original if o.split("=")[0].lstrip("+~") not in keys]
+    return [*kept, *extra, f"hydra.run.dir={run_dir}", f"ckpt_path={run_dir / 'checkpoints' / LAST}"]
+
+
+#: Overrides that belong to one launch, not to the run.
+_PER_LAUNCH = ("resume", "ckpt_path", "hydra.run.dir")

@@ -1,0 +1,200 @@
+"""The schema of the user-facing config keys, checked before anything is built.
+
+Each rule names a key, what is allowed, and a check. `validate(cfg)` raises a
+`UserError` whose one line names the key, the value and what is allowed, so a
+typo costs a second, not a traceback after the data has loaded. Keys absent
+from a config (a group option without them) are skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from aevae.config import UserError
+
+ACTIVATIONS = ("none", "relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid")  # aevae.models.nets
+DATASET_NAMES = ("mnist", "fashion_mnist", "kmnist")  # aevae.data.DATASETS
+TRAIN_IMAGES = 60_000  # in each of them
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+PRECISIONS = (
+    "32-true",
+    "32",
+    "bf16-mixed",
+    "bf16-true",
+    "64-true",
+    "64",
+    "16-mixed",
+    "16",
+    "transformer-engine",
+)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class Rule:
+    key: str
+    allowed: str
+    check: Callable[[Any], bool]
+    optional: bool = False  # null is allowed
+
+
+def int_at_least(n: int) -> Callable[[Any], bool]:
+    return lambda v: _is_int(v) and v >= n
+
+
+def number_above(n: float) -> Callable[[Any], bool]:
+    return lambda v: _is_number(v) and v > n
+
+
+def one_of(choices: tuple[str, ...]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, str) and v in choices
+
+
+def batch_limit(v: Any) -> bool:
+    """Lightning's limit_*_batches / val_check_interval: a count, or a fraction in (0, 1]."""
+    return (_is_int(v) and v >= 0) or (isinstance(v, float) and 0.0 < v <= 1.0)
+
+
+def devices(v: Any) -> bool:
+    if _is_int(v):
+        return v >= 1 or v == -1
+    if isinstance(v, str):
+        return v == "auto" or all(p.strip().isdigit() for p in v.split(",") if p.strip())
+    return isinstance(v, list) and bool(v) and all(_is_int(d) and d >= 0 for d in v)
+
+
+RULES = (
+    Rule("latent_dim", "an integer >= 1", int_at_least(1)),
+    Rule("seed", "an integer", _is_int),
+    Rule("test", "true or false", lambda v: isinstance(v, bool)),
+    Rule("steps_per_chunk", "auto or an integer >= 1", lambda v: v == "auto" or int_at_least(1)(v)),
+    Rule("data.name", f"one of {', '.join(DATASET_NAMES)}", one_of(DATASET_NAMES)),
+    Rule("data.root", "a path", lambda v: isinstance(v, str) and v != ""),
+    Rule("data.download", "true or false", lambda v: isinstance(v, bool)),
+    Rule("data.batch_size", "an integer >= 1", int_at_least(1)),
+    Rule("data.eval_batch_size", "an integer >= 1", int_at_least(1)),
+    Rule(
+        "data.val_size",
+        f"an integer in [0, {TRAIN_IMAGES - 1}]",
+        lambda v: _is_int(v) and 0 <= v < TRAIN_IMAGES,
+    ),
+    Rule(
+        "data.train_size",
+        f"null or an integer in [1, {TRAIN_IMAGES}]",
+        lambda v: _is_int(v) and 1 <= v <= TRAIN_IMAGES,
+        optional=True,
+    ),
+    Rule("data.split_seed", "an integer", _is_int),
+    Rule("data.drop_last", "true or false", lambda v: isinstance(v, bool)),
+    Rule(
+        "model.hidden_dims",
+        "a list of integers >= 1, e.g. [256,64]",
+        lambda v: isinstance(v, list) and all(int_at_least(1)(h) for h in v),
+    ),
+    Rule("model.lr", "a number > 0", number_above(0)),
+    Rule("model.beta", "a number >= 0", lambda v: _is_number(v) and v >= 0),
+    Rule("model.latent_activation", f"one of {', '.join(ACTIVATIONS)}", one_of(ACTIVATIONS), optional=True),
+    Rule("model.net.activation", f"one of {', '.join(ACTIVATIONS)}", one_of(ACTIVATIONS)),
+    Rule("loss.sigma", "a number > 0", number_above(0)),
+    Rule("trainer.accelerator", f"one of {', '.join(ACCELERATORS)}", one_of(ACCELERATORS)),
+    Rule("trainer.devices", "an integer >= 1, -1, auto, or a list of device ids", devices),
+    Rule("trainer.num_nodes", "an integer >= 1", int_at_least(1)),
+    Rule("trainer.precision", f"one of {', '.join(PRECISIONS)}", lambda v: str(v) in PRECISIONS),
+    Rule("trainer.max_epochs", "an integer >= -1 (-1: no limit)", int_at_least(-1)),
+    Rule("trainer.max_steps", "an integer >= -1 (-1: no limit)", int_at_least(-1)),
+    Rule("trainer.limit_train_batches", "null, an integer >= 0 or a fraction in (0, 1]", batch_limit, True),
+    Rule("trainer.limit_val_batches", "null, an integer >= 0 or a fraction in (0, 1]", batch_limit, True),
+    Rule("trainer.limit_test_batches", "null, an integer >= 0 or a fraction in (0, 1]", batch_limit, True),
+    Rule(
+        "trainer.val_check_interval",
+        "null, an integer >= 1 or a fraction in (0, 1]",
+        lambda v: batch_limit(v) and v != 0,
+        optional=True,
+    ),
+    Rule("trainer.check_val_every_n_epoch", "null or an integer >= 1", int_at_least(1), optional=True),
+    Rule("trainer.log_every_n_steps", "an integer >= 0", int_at_least(0)),
+    Rule("trainer.num_sanity_val_steps", "an integer >= -1", int_at_least(-1)),
+    Rule("trainer.gradient_clip_val", "null or a number > 0", number_above(0), optional=True),
+    Rule("trainer.gradient_clip_algorithm", "null, norm or value", one_of(("norm", "value")), optional=True),
+    Rule("trainer.deterministic", "true, false or warn", lambda v: isinstance(v, bool) or v == "warn"),
+    Rule("callbacks.model_checkpoint.every_n_train_steps", "null or an integer >= 1", int_at_least(1), True),
+    Rule("callbacks.model_checkpoint.save_top_k", "an integer >= -1", int_at_least(-1)),
+    Rule("callbacks.step_checkpoint.every_n_train_steps", "null or an integer >= 1", int_at_least(1), True),
+    Rule("eval.iw_samples", "an integer >= 1", int_at_least(1)),
+    Rule("eval.batch_size", "an integer >= 1", int_at_least(1)),
+    Rule("data.label_fraction", "a fraction in (0, 1]", lambda v: _is_number(v) and 0 < v <= 1),
+)
+
+_MISSING = object()
+
+
+def _lookup(cfg: DictConfig, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, DictConfig) or part not in node:
+            return _MISSING
+        node = node[part]
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise `UserError` for the first key outside its allowed values."""
+    for rule in RULES:
+        value = _lookup(cfg, rule.key)
+        if value is _MISSING or (value is None and rule.optional):
+            continue
+        if not rule.check(value):
+            raise UserError(f"{rule.key}={_show(value)} is not allowed: expected {rule.allowed}")
+    _check_split(cfg)
+    _check_devices(cfg)
+
+
+def _show(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value).replace(" ", "")
+
+
+def _check_split(cfg: DictConfig) -> None:
+    data = cfg.get("data")
+    if not data or "batch_size" not in data:
+        return
+    train = data.get("train_size") or TRAIN_IMAGES - data.get("val_size", 0)
+    if data.get("train_size") and data.train_size + data.get("val_size", 0) > TRAIN_IMAGES:
+        raise UserError(
+            f"data.train_size={data.train_size} + data.val_size={data.val_size} is more than the "
+            f"{TRAIN_IMAGES} training images"
+        )
+    if data.batch_size > train:
+        raise UserError(
+            f"data.batch_size={data.batch_size} is not allowed: expected at most the {train} training images"
+        )
+
+
+def _check_devices(cfg: DictConfig) -> None:
+    trainer = cfg.get("trainer")
+    if not trainer or trainer.get("accelerator") not in ("gpu", "cuda"):
+        return
+    import torch  # only here: the common mistakes above fail without loading torch
+
+    available = torch.cuda.device_count()
+    if available == 0:
+        raise UserError(
+            f"trainer.accelerator={trainer.accelerator} is not allowed: "
+            "no GPU is available here (use trainer=cpu)"
+        )
+    wanted = trainer.get("devices")
+    count = len(wanted) if isinstance(wanted, list | tuple) else wanted
+    if _is_int(count) and count > available:
+        raise UserError(
+            f"trainer.devices={wanted} is not allowed: expected at most the {available} GPU(s) here"
+        )
