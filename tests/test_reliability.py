@@ -21,7 +21,7 @@ from aevae.data import DATASETS, DataError, MNISTDataModule
 from aevae.models import load_checkpoint
 from aevae.models.nets import ACTIVATIONS
 from aevae.train import build
-from conftest import REPO, mnist_root, read_metrics, write_idx
+from conftest import QUICK, REPO, mnist_root, read_metrics, write_idx
 
 EXE = str(Path(sys.executable).with_name("aevae-train"))
 
@@ -210,6 +210,18 @@ def test_kill_9_mid_epoch_then_resume_loses_nothing(tmp_path: Path) -> None:
     events = EventAccumulator(str(killed / "tensorboard"), size_guidance={"scalars": 0}).Reload()
     steps = [e.step for e in events.Scalars("train/loss")]
     assert steps == sorted(set(steps)) and steps[-1] == 599  # appended, no step twice
+
+
+def test_ckpt_path_last_continues_the_run_dir(trained: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    run_dir = tmp_path / "ae"
+    shutil.copytree(trained["ae"], run_dir)
+    assert peek(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 80  # 2 epochs of 40
+    overrides = [o for o in QUICK if "max_epochs" not in o]
+    proc = run(*overrides, "trainer.max_epochs=3", "ckpt_path=last", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert peek(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 120
 
 
 def test_checkpoints_are_written_whole(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ class Run:
     datamodule: Any
     model: Any
     trainer: Any
+    ckpt_path: str | None = None  # to start from, "last" resolved
 
 
 def _tidy_library_output() -> None:
@@ -59,7 +60,7 @@ def build(cfg: DictConfig) -> Run:
     import lightning as L
     from hydra.utils import instantiate
 
-    from aevae.checkpointing import check_compatible, peek
+    from aevae.checkpointing import LAST, check_compatible, peek
     from aevae.chunked import configure_chunks
 
     _tidy_library_output()
@@ -68,6 +69,8 @@ def build(cfg: DictConfig) -> Run:
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     resume_step = None
     if ckpt_path := cfg.get("ckpt_path"):
+        if ckpt_path == "last":  # the run dir's own, as after a crash with hydra.run.dir=RUN_DIR
+            ckpt_path = str(Path(cfg.paths.output_dir) / "checkpoints" / LAST)
         checkpoint = peek(ckpt_path, key="ckpt_path")
         check_compatible(checkpoint, model_cfg, ckpt_path)
         resume_step = checkpoint.get("global_step")
@@ -99,7 +102,7 @@ def build(cfg: DictConfig) -> Run:
         # usable), which Adam.step() then runs on every step: ~35 us of ctypes calls
         # per step on a machine with a CUDA build and no GPU. Nothing here forks CUDA.
         os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
-    return Run(datamodule, model, trainer)
+    return Run(datamodule, model, trainer, ckpt_path)
 
 
 def _resumed_logger_kwargs(logger_cfg: DictConfig, resume_step: int | None) -> dict[str, Any]:
@@ -126,7 +129,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         (output_dir / ERROR_FILE).unlink(missing_ok=True)  # from an earlier, failed attempt
 
-    trainer.fit(run.model, datamodule=run.datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    trainer.fit(run.model, datamodule=run.datamodule, ckpt_path=run.ckpt_path, weights_only=True)
 
     metrics: dict[str, float] = {}
     if cfg.get("test"):
