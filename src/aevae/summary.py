@@ -1,0 +1,141 @@
+"""`aevae-summary SWEEP_DIR`: one table and one figure for a whole sweep.
+
+Reads every job dir of a Hydra multirun (`.hydra/overrides.yaml` plus
+`metrics.json`, or `error.txt` for a failed job) and writes, into the sweep
+dir, `summary.csv`, `summary.md` and `summary.png` (test metrics against
+`latent_dim`, one line per value of the other swept keys). Failed jobs stay in
+the table with their error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PLOTTED = ("test/mse", "test/bce", "test/neg_elbo", "test/active_units")
+
+
+def read_job(job_dir: Path) -> dict[str, Any]:
+    overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
+    row: dict[str, Any] = {"job": job_dir.name}
+    for item in overrides:
+        key, _, value = item.lstrip("+~").partition("=")
+        row[key] = yaml.safe_load(value) if value else value
+    metrics, error = job_dir / "metrics.json", job_dir / "error.txt"
+    if metrics.is_file():
+        row["status"] = "ok"
+        row.update(json.loads(metrics.read_text()))
+    elif error.is_file():
+        row["status"] = "failed"
+        row["error"] = error.read_text().strip().splitlines()[-1]  # the message, also after a traceback
+    else:
+        row["status"] = "incomplete"  # still running, or killed without a word
+    return row
+
+
+def _order(value: Any) -> tuple:
+    """Numbers before strings, numbers by value: latent_dim=2 < 8 < 32."""
+    return (0, value, "") if isinstance(value, int | float) else (1, 0, str(value))
+
+
+def summarize(sweep_dir: Path) -> list[dict[str, Any]]:
+    jobs = [read_job(d) for d in sorted(sweep_dir.iterdir()) if (d / ".hydra" / "overrides.yaml").is_file()]
+    if not jobs:
+        raise SystemExit(f"aevae-summary: error: no job dirs (with .hydra/overrides.yaml) in {sweep_dir}")
+    swept = swept_keys(jobs)
+    return sorted(jobs, key=lambda r: [_order(r.get(k)) for k in swept] + [_order(r["job"])])
+
+
+def swept_keys(jobs: list[dict[str, Any]]) -> list[str]:
+    """Override keys whose value differs between jobs, in command-line order."""
+    metric_like = {"job", "status", "error"}
+    keys: list[str] = []
+    for job in jobs:
+        keys += [k for k in job if k not in keys and k not in metric_like and "/" not in k]
+    return [k for k in keys if len({repr(j.get(k)) for j in jobs}) > 1] or keys
+
+
+def write_tables(jobs: list[dict[str, Any]], out: Path) -> None:
+    swept = swept_keys(jobs)
+    metrics = sorted({k for j in jobs for k in j if "/" in k})
+    columns = ["job", *swept, "status", *metrics, "error"]
+    with open(out / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(jobs)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for job in jobs:
+        cells = [_cell(job.get(c, "")) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def plot(jobs: list[dict[str, Any]], out: Path) -> Path | None:
+    """Each test metric against latent_dim, one line per combination of the other swept keys."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [j for j in jobs if j["status"] == "ok" and isinstance(j.get("latent_dim"), int)]
+    metrics = [m for m in PLOTTED if any(m in j for j in done)]
+    if not done or not metrics:
+        return None
+    others = [k for k in swept_keys(jobs) if k != "latent_dim"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        groups: dict[str, list[tuple[int, float]]] = {}
+        for job in done:
+            if metric in job and not math.isnan(job[metric]):
+                label = ",".join(f"{k}={job.get(k)}" for k in others) or "runs"
+                groups.setdefault(label, []).append((job["latent_dim"], job[metric]))
+        for label, points in sorted(groups.items()):
+            xs, ys = zip(*sorted(points), strict=True)
+            ax.plot(xs, ys, marker="o", label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("latent_dim")
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "summary.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("sweep_dir", type=Path, help="a multirun dir, e.g. outputs/multirun/<date>/<time>")
+    parser.add_argument("--out", type=Path, default=None, help="where to write (default: the sweep dir)")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        raise SystemExit(f"aevae-summary: error: {args.sweep_dir} is not a directory")
+    out = args.out or args.sweep_dir
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = summarize(args.sweep_dir)
+    write_tables(jobs, out)
+    figure = plot(jobs, out)
+    print((out / "summary.md").read_text())
+    failed = [j["job"] for j in jobs if j["status"] != "ok"]
+    print(f"{len(jobs)} jobs, {len(failed)} failed or incomplete{': ' + ', '.join(failed) if failed else ''}")
+    print(f"wrote {out / 'summary.csv'}, {out / 'summary.md'}" + (f", {figure}" if figure else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
