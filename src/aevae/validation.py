@@ -84,6 +84,7 @@ RULES = (
     Rule("data.download", "true or false", lambda v: isinstance(v, bool)),
     Rule("data.batch_size", "an integer >= 1", int_at_least(1)),
     Rule("data.eval_batch_size", "an integer >= 1", int_at_least(1)),
+    Rule("data.global_batch_size", "null or an integer >= 1", int_at_least(1), optional=True),
     Rule(
         "data.val_size",
         f"an integer in [0, {TRAIN_IMAGES - 1}]",

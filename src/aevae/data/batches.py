@@ -47,7 +47,7 @@ class TensorBatches:
         images: torch.Tensor,
         labels: torch.Tensor,
         batch_size: int,
-        sampler: Sampler[int] | None = None,
+        sampler: Sampler[int] | range | None = None,
         drop_last: bool = False,
         steps_per_chunk: int = 1,
         progress: Callable[[], int] | None = None,

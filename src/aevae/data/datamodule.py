@@ -12,6 +12,7 @@ from torchvision import datasets
 
 from aevae.data.batches import TensorBatches, shuffled
 from aevae.data.idx import DataError, check_idx, idx_count, unpack_archives
+from aevae.distributed import eval_shard
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class MNISTDataModule(L.LightningDataModule):
         seed: int = 0,
         drop_last: bool = False,
         steps_per_chunk: int = 1,
+        global_batch_size: int | None = None,
     ) -> None:
         super().__init__()
         if name not in DATASETS:
@@ -65,6 +67,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.val_size, self.train_size = val_size, train_size
         self.split_seed, self.seed, self.drop_last = split_seed, seed, drop_last
         self.steps_per_chunk = steps_per_chunk
+        self.global_batch_size = global_batch_size
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # -- reading ---------------------------------------------------------------
@@ -90,6 +93,22 @@ class MNISTDataModule(L.LightningDataModule):
                 "or run with data.download=true"
             ) from err
         return ds.data.unsqueeze(1).contiguous(), ds.targets
+
+    def set_world_size(self, world_size: int) -> int:
+        """Fix the per-process batch for `world_size` processes; returns the global batch.
+
+        With `global_batch_size` set, each process takes its share, so the optimization
+        (and the learning rate that suits it) stays the same as the device count changes;
+        without it, each process takes `batch_size` and the global batch grows with them.
+        """
+        if self.global_batch_size is not None:
+            if self.global_batch_size % world_size:
+                raise DataError(
+                    f"data.global_batch_size={self.global_batch_size} must be a multiple of the "
+                    f"{world_size} training processes"
+                )
+            self.batch_size = self.global_batch_size // world_size
+        return self.batch_size * world_size
 
     def train_batches_per_epoch(self, world_size: int = 1) -> int:
         """Training batches one rank sees per epoch, known before any image is loaded."""
@@ -158,8 +177,16 @@ class MNISTDataModule(L.LightningDataModule):
             progress=processed if trainer is not None else None,
         )
 
+    def _eval_batches(self, split: str) -> TensorBatches:
+        images, labels = self._on_device(split)
+        trainer = self.trainer
+        shard = None
+        if trainer is not None and trainer.world_size > 1:
+            shard = eval_shard(len(images), trainer.global_rank, trainer.world_size)
+        return TensorBatches(images, labels, self.eval_batch_size, shard)
+
     def val_dataloader(self) -> TensorBatches:
-        return TensorBatches(*self._on_device("val"), self.eval_batch_size)
+        return self._eval_batches("val")
 
     def test_dataloader(self) -> TensorBatches:
-        return TensorBatches(*self._on_device("test"), self.eval_batch_size)
+        return self._eval_batches("test")
