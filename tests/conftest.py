@@ -47,13 +47,47 @@ def write_idx(folder: Path, n_train: int, n_test: int, seed: int = 0, gz: bool =
                 (folder / name).write_bytes(payload)
 
 
+#: The installed console script, run as a user would run it.
+EXE = str(Path(sys.executable).with_name("aevae-train"))
+#: 1,280 training images (20 batches of 64 per epoch), 500 for validation.
+SMALL_DATA = ("data.train_size=1280", "data.val_size=500", "data.eval_batch_size=250")
+QUIET = ("callbacks.progress_bar.refresh_rate=0",)
+#: Small but real: 2 epochs of 40 batches on real MNIST, the full 10k test set.
+QUICK = (
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=40",
+    "data.val_size=2000",
+    "trainer.log_every_n_steps=10",
+    *QUIET,
+)
+
+
+def run_env() -> dict[str, str]:
+    """Real data, one thread per process (tests run several side by side on 2 cores)."""
+    return {**os.environ, "AEVAE_DATA": str(mnist_root()), "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+
+
+def run(*cmd: str, cwd: Path | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        list(cmd), cwd=cwd or REPO, env=run_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def start(*cmd: str) -> subprocess.Popen:
+    """Start a command in the background; its output is kept for the failure message."""
+    return subprocess.Popen(
+        list(cmd), cwd=REPO, env=run_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def finish(proc: subprocess.Popen, what: str) -> None:
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, f"{what} failed:\n{out[-5000:]}"
+
+
 def aevae_train(*overrides: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """Run the real `aevae-train` entry point in a subprocess."""
-    env = {**os.environ, "AEVAE_DATA": str(mnist_root()), "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
-    exe = Path(sys.executable).with_name("aevae-train")
-    proc = subprocess.run(
-        [str(exe), *overrides], cwd=cwd or REPO, env=env, capture_output=True, text=True, timeout=900
-    )
+    proc = run(EXE, *overrides, cwd=cwd)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"aevae-train {' '.join(overrides)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
@@ -61,38 +95,17 @@ def aevae_train(*overrides: str, cwd: Path | None = None, check: bool = True) ->
     return proc
 
 
-#: Small but real: 2 epochs of 40 batches on real MNIST, the full 10k test set.
-QUICK = (
-    "trainer.max_epochs=2",
-    "trainer.limit_train_batches=40",
-    "data.val_size=2000",
-    "trainer.log_every_n_steps=10",
-    "callbacks.progress_bar.refresh_rate=0",
-)
-
-
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One short real `aevae-train` run per model, shared by every test that reads a run dir."""
     base = tmp_path_factory.mktemp("runs")
-    env = {**os.environ, "AEVAE_DATA": str(mnist_root()), "OMP_NUM_THREADS": "1"}  # one core each
-    exe = Path(sys.executable).with_name("aevae-train")
-    procs = {}
-    for model in ("ae", "vae"):
-        run_dir = base / model
-        cmd = [str(exe), f"model={model}", *QUICK, f"hydra.run.dir={run_dir}"]
-        procs[model] = (
-            run_dir,
-            subprocess.Popen(
-                cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-            ),
-        )
-    runs = {}
-    for model, (run_dir, proc) in procs.items():
-        out, _ = proc.communicate(timeout=900)
-        assert proc.returncode == 0, f"{model} run failed:\n{out[-5000:]}"
-        runs[model] = run_dir
-    return runs
+    procs = {
+        model: start(EXE, f"model={model}", *QUICK, f"hydra.run.dir={base / model}")
+        for model in ("ae", "vae")
+    }
+    for model, proc in procs.items():
+        finish(proc, f"the {model} run")
+    return {model: base / model for model in procs}
 
 
 def read_metrics(run_dir: Path) -> dict[str, float]:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -16,16 +13,14 @@ from hydra.utils import instantiate
 from aevae.chunked import choose_steps_per_chunk, configure_chunks
 from aevae.config import UserError, compose_config
 from aevae.data import MNISTDataModule
-from aevae.models import load_checkpoint
 from aevae.train import build
-from conftest import REPO, mnist_root
+from conftest import QUIET, SMALL_DATA, mnist_root
 
-#: 1,280 training images: 20 batches of 64 per epoch.
-SMALL = ("data.train_size=1280", "data.val_size=500", "data.eval_batch_size=250", "test=false")
+SMALL = (*SMALL_DATA, "test=false")
 
 
 def fit(tmp: Path, *overrides: str):  # -> aevae.train.Run
-    quiet = () if "callbacks=none" in overrides else ("callbacks.progress_bar.refresh_rate=0",)
+    quiet = () if "callbacks=none" in overrides else QUIET
     cfg = compose_config([f"data.root={mnist_root()}", *SMALL, *quiet, *overrides], output_dir=tmp)
     run = build(cfg)
     run.trainer.fit(run.model, datamodule=run.datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -177,40 +172,6 @@ def test_configure_refuses_what_it_cannot_honour(tmp_path: Path, kwargs: dict, m
         return
     with pytest.raises(UserError, match=message):
         configure_chunks(trainer, datamodule, "auto")
-
-
-def test_ddp_chunks_average_gradients_across_ranks(tmp_path: Path) -> None:
-    """Two CPU processes with batch B each update exactly as one process with batch 2B:
-    their shards of each epoch's permutation interleave into the single process's batches."""
-    env = {**os.environ, "AEVAE_DATA": str(mnist_root()), "OMP_NUM_THREADS": "1"}
-    exe = str(Path(sys.executable).with_name("aevae-train"))
-    common = [
-        *SMALL,
-        "logger=none",
-        "trainer.max_epochs=2",
-        "trainer.log_every_n_steps=4",
-        "callbacks.progress_bar.refresh_rate=0",
-        "trainer.deterministic=true",
-    ]
-    runs = {
-        "ddp": ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=32"],
-        "single": ["trainer=cpu", "data.batch_size=64"],
-    }
-    for name, args in runs.items():
-        proc = subprocess.run(
-            [exe, *common, *args, f"hydra.run.dir={tmp_path / name}"],
-            env=env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert proc.returncode == 0, proc.stderr[-4000:]
-    ddp = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.ckpt")
-    single = load_checkpoint(tmp_path / "single" / "checkpoints" / "last.ckpt")
-    for d, s in zip(ddp.parameters(), single.parameters(), strict=True):
-        torch.testing.assert_close(d, s, rtol=1e-4, atol=1e-5)
-    assert torch.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 40
 
 
 def test_resume_from_an_epoch_checkpoint_continues_exactly(tmp_path: Path) -> None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,19 +19,11 @@ from aevae.data import DATASETS, DataError, MNISTDataModule
 from aevae.models import load_checkpoint
 from aevae.models.nets import ACTIVATIONS
 from aevae.train import build
-from conftest import QUICK, REPO, mnist_root, read_metrics, write_idx
-
-EXE = str(Path(sys.executable).with_name("aevae-train"))
+from conftest import EXE, QUICK, QUIET, finish, mnist_root, read_metrics, run, start, write_idx
 
 
-def run_env() -> dict[str, str]:
-    return {**os.environ, "AEVAE_DATA": str(mnist_root()), "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
-
-
-def run(*overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [EXE, *overrides], env=run_env(), cwd=REPO, capture_output=True, text=True, timeout=timeout
-    )
+def train(*overrides: str) -> subprocess.CompletedProcess:
+    return run(EXE, *overrides)
 
 
 # -- bad input: one line naming the key, no traceback, nothing written ---------------------
@@ -90,7 +80,7 @@ def test_at_least_thirty_bad_inputs_are_tried() -> None:
 
 def _check_bad_input(case: tuple[list[str], str], run_dir: Path) -> str | None:
     overrides, expected = case
-    proc = run(*overrides, f"hydra.run.dir={run_dir}", "logger=none")
+    proc = train(*overrides, f"hydra.run.dir={run_dir}", "logger=none")
     errors = [line for line in proc.stderr.splitlines() if line.startswith("aevae-train: error: ")]
     problems = []
     if proc.returncode == 0:
@@ -152,7 +142,7 @@ def test_wrong_image_size_is_named(tmp_path: Path) -> None:
 def test_damaged_data_is_refused_through_the_entry_point(fake_mnist: Path, tmp_path: Path) -> None:
     images = fake_mnist / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:50])
-    proc = run(
+    proc = train(
         f"data.root={fake_mnist}", "data.val_size=5", "data.batch_size=8", f"hydra.run.dir={tmp_path / 'r'}"
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
@@ -167,7 +157,7 @@ KILL_RUN = (
     "trainer.max_epochs=3",
     "trainer.deterministic=true",
     "callbacks.step_checkpoint.every_n_train_steps=40",
-    "callbacks.progress_bar.refresh_rate=0",
+    *QUIET,
 )
 
 
@@ -175,21 +165,8 @@ def test_kill_9_mid_epoch_then_resume_loses_nothing(tmp_path: Path) -> None:
     """SIGKILL after the first checkpoint, `resume=RUN_DIR`: the final test metrics are
     bitwise those of an uninterrupted run with the same seed."""
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    reference = subprocess.Popen(
-        [EXE, *KILL_RUN, f"hydra.run.dir={straight}"],
-        env=run_env(),
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    victim = subprocess.Popen(
-        [EXE, *KILL_RUN, f"hydra.run.dir={killed}"],
-        env=run_env(),
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    reference = start(EXE, *KILL_RUN, f"hydra.run.dir={straight}")
+    victim = start(EXE, *KILL_RUN, f"hydra.run.dir={killed}")
     last = killed / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 300
     while not last.exists() and victim.poll() is None and time.monotonic() < deadline:
@@ -200,9 +177,9 @@ def test_kill_9_mid_epoch_then_resume_loses_nothing(tmp_path: Path) -> None:
     step = peek(last)["global_step"]
     assert step > 0 and step % 200, f"the checkpoint should be mid-epoch, got step {step}"
 
-    resumed = run(f"resume={killed}")
+    resumed = train(f"resume={killed}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert reference.wait(timeout=600) == 0, reference.stderr.read()[-3000:]
+    finish(reference, "the uninterrupted run")
     assert read_metrics(killed) == read_metrics(straight)  # exact float equality
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -219,7 +196,7 @@ def test_ckpt_path_last_continues_the_run_dir(trained: dict[str, Path], tmp_path
     shutil.copytree(trained["ae"], run_dir)
     assert peek(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 80  # 2 epochs of 40
     overrides = [o for o in QUICK if "max_epochs" not in o]
-    proc = run(*overrides, "trainer.max_epochs=3", "ckpt_path=last", f"hydra.run.dir={run_dir}")
+    proc = train(*overrides, "trainer.max_epochs=3", "ckpt_path=last", f"hydra.run.dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert peek(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 120
 
@@ -282,19 +259,10 @@ REPRO = (
 
 
 def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path: Path) -> None:
-    def launch(name: str, seed: int) -> subprocess.Popen:
-        return subprocess.Popen(
-            [EXE, *REPRO, f"seed={seed}", f"hydra.run.dir={tmp_path / name}"],
-            env=run_env(),
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-
-    procs = {"a": launch("a", 7), "b": launch("b", 7)}
-    assert all(p.wait(timeout=600) == 0 for p in procs.values())
+    for name, proc in [(n, start(EXE, *REPRO, "seed=7", f"hydra.run.dir={tmp_path / n}")) for n in "ab"]:
+        finish(proc, f"run {name}")
     assert (tmp_path / "a" / "metrics.json").read_text() == (tmp_path / "b" / "metrics.json").read_text()
-    assert run(*REPRO, "seed=8", f"hydra.run.dir={tmp_path / 'c'}").returncode == 0
+    assert train(*REPRO, "seed=8", f"hydra.run.dir={tmp_path / 'c'}").returncode == 0
     assert read_metrics(tmp_path / "c") != read_metrics(tmp_path / "a")
 
 
@@ -305,7 +273,7 @@ def test_checkpoint_of_another_model_is_refused(trained: dict[str, Path], tmp_pa
         (["model=ae"], "_target_: checkpoint VAE, this run AE"),
         (["model=vae", "latent_dim=8"], "latent_dim: checkpoint 32, this run 8"),
     ):
-        proc = run(*overrides, f"ckpt_path={vae_ckpt}", f"hydra.run.dir={tmp_path}", "logger=none")
+        proc = train(*overrides, f"ckpt_path={vae_ckpt}", f"hydra.run.dir={tmp_path}", "logger=none")
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
         assert f"aevae-train: error: ckpt_path={vae_ckpt} holds a different model (" in proc.stderr
         assert expected in proc.stderr

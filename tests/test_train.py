@@ -16,7 +16,7 @@ from aevae.data import MNISTDataModule
 from aevae.models import AE, VAE, load_checkpoint
 from conftest import REPO, aevae_train, mnist_root, read_metrics
 
-AE_KEYS = {"test/loss", "test/mse", "test/bce", "test/active_units"}
+AE_KEYS = {"test/loss", "test/mse", "test/bce", "test/active_units", "val/loss"}
 VAE_KEYS = AE_KEYS | {"test/recon", "test/kl", "test/neg_elbo"}
 
 
@@ -70,6 +70,7 @@ def test_training_logged_decreasing_losses(trained: dict[str, Path]) -> None:
     assert steps == sorted(steps) and len(steps) >= 4  # every log_every_n_steps=10 of 80 steps
     val = [e.value for e in events.Scalars("val/loss")]
     assert len(val) == 2 and val[1] < val[0]
+    assert read_metrics(trained["vae"])["val/loss"] == pytest.approx(min(val), rel=1e-6)  # the best epoch's
 
 
 def test_runs_from_any_directory_with_csv_logger(tmp_path: Path) -> None:

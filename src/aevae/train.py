@@ -6,12 +6,14 @@ aevae-train -m model=ae,vae latent_dim=2,8,32
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
 import traceback
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,12 @@ def build(cfg: DictConfig) -> Run:
     from aevae.chunked import configure_chunks
 
     _tidy_library_output()
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        from aevae.distributed import start_children_with_job_command
+
+        start_children_with_job_command()
 
     L.seed_everything(cfg.seed, workers=True)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
@@ -96,6 +104,15 @@ def build(cfg: DictConfig) -> Run:
         gradient_clip_val=None,
         gradient_clip_algorithm=None,
     )
+    _check_precision(trainer)
+    global_batch = datamodule.set_world_size(trainer.world_size)
+    log.info(
+        "global batch %d = %d per process x %d process(es); model.lr=%g applies to it",
+        global_batch,
+        datamodule.batch_size,
+        trainer.world_size,
+        model.lr,
+    )
     configure_chunks(trainer, datamodule, cfg.get("steps_per_chunk", "auto"))
     if trainer.strategy.root_device.type != "cuda":
         # Lightning turns on torch's NVML-based CUDA probe (to keep fork-based launchers
@@ -103,6 +120,17 @@ def build(cfg: DictConfig) -> Run:
         # per step on a machine with a CUDA build and no GPU. Nothing here forks CUDA.
         os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
     return Run(datamodule, model, trainer, ckpt_path)
+
+
+def _check_precision(trainer: Any) -> None:
+    import torch
+
+    device = trainer.strategy.root_device
+    if "bf16" in str(trainer.precision) and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError(
+            f"trainer.precision={trainer.precision} is not allowed: {torch.cuda.get_device_name(device)} "
+            "has no bfloat16 support (use 32-true)"
+        )
 
 
 def _resumed_logger_kwargs(logger_cfg: DictConfig, resume_step: int | None) -> dict[str, Any]:
@@ -120,7 +148,8 @@ def _model_checkpoint(trainer: Any) -> Any:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit `cfg.model` on `cfg.data`, test the best checkpoint, write metrics.json."""
+    """Fit `cfg.model` on `cfg.data`, test the best checkpoint, write metrics.json: the test
+    metrics and the best `val/loss` (the checkpoint monitor; the objective of sweeps)."""
     run = build(cfg)
     trainer = run.trainer
     output_dir = Path(cfg.paths.output_dir)
@@ -131,14 +160,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     trainer.fit(run.model, datamodule=run.datamodule, ckpt_path=run.ckpt_path, weights_only=True)
 
-    metrics: dict[str, float] = {}
+    checkpointing = _model_checkpoint(trainer)
+    metrics = {"val/loss": float(v)} if (v := trainer.callback_metrics.get("val/loss")) is not None else {}
+    if checkpointing is not None and checkpointing.best_model_score is not None:
+        metrics[checkpointing.monitor] = float(checkpointing.best_model_score)  # the best epoch's
     if cfg.get("test"):
-        best = getattr(_model_checkpoint(trainer), "best_model_path", "")
+        best = getattr(checkpointing, "best_model_path", "")
         trainer.test(run.model, datamodule=run.datamodule, ckpt_path=best or None, weights_only=True)
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-        if trainer.is_global_zero:
-            (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-            log.info("test metrics: %s", json.dumps(metrics, sort_keys=True))
+        metrics |= {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    log.info("metrics (rank %d): %s", trainer.global_rank, json.dumps(metrics, sort_keys=True))
+    if trainer.is_global_zero and metrics:
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics
 
 
@@ -148,23 +180,81 @@ ERROR_FILE = "error.txt"
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def _task(cfg: DictConfig) -> Any:
+    """One run. In a sweep a failure is recorded and raised to Hydra, which finishes the
+    other jobs and then exits non-zero; a single run exits 2 on a mistake in its input."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+    if sweeping:
+        _share_cores(hydra_cfg.launcher.get("n_jobs"))
     try:
-        return train(cfg)
+        with _own_distributed_setup():
+            metrics = train(cfg)
     except Exception as err:  # a mistake in the user's input gets one line, not a traceback
         message = user_error(err)
-        _write_error(message or traceback.format_exc())
+        _write_error(Path(hydra_cfg.runtime.output_dir), message or traceback.format_exc())
         if message is None:
             raise
         log.error(message)
+        if sweeping:
+            raise JobFailed(message) from None
         print(f"aevae-train: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+    return _objective(cfg, metrics)
 
 
-def _write_error(text: str) -> None:
-    from hydra.core.hydra_config import HydraConfig
+@contextlib.contextmanager
+def _own_distributed_setup() -> Iterator[None]:
+    """Leave no DDP state behind for the next job of a sweep run in this process.
 
-    if HydraConfig.initialized() and int(os.environ.get("LOCAL_RANK", "0")) == 0:
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
+    Lightning's DDP launcher exports MASTER_PORT, LOCAL_RANK, WORLD_SIZE, ... into this
+    process and keeps its process group. The next job would read LOCAL_RANK as a sign
+    that its ranks were started externally, start none, and talk to the dead ranks of
+    the previous job.
+    """
+    names = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+    before = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class JobFailed(RuntimeError):
+    """A sweep job stopped on a mistake in its input (the message says which)."""
+
+
+def _share_cores(n_jobs: int | None) -> None:
+    """Jobs run side by side (joblib launcher) split the machine's cores instead of each
+    starting one thread per core: oversubscribed threads made a 2-job sweep slower than
+    running the jobs one after the other."""
+    if n_jobs and n_jobs > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_jobs))
+
+
+def _objective(cfg: DictConfig, metrics: dict[str, float]) -> Any:
+    """What a sweeper minimizes: `optimized_metric` when it is set, else all test metrics."""
+    if not (key := cfg.get("optimized_metric")):
+        return metrics
+    if key not in metrics:
+        raise UserError(f"optimized_metric={key!r} is not among this run's metrics: {sorted(metrics)}")
+    return metrics[key]
+
+
+def _write_error(run_dir: Path, text: str) -> None:
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / ERROR_FILE).write_text(text.rstrip() + "\n")
 
