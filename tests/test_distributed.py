@@ -81,6 +81,14 @@ def test_ddp_inside_a_sweep_starts_each_job_once(tmp_path: Path) -> None:
         assert (job / "metrics.json").is_file() and (job / "train_ddp_process_1.log").is_file()
 
 
+def test_torchrun_starts_the_ranks(tmp_path: Path) -> None:
+    torchrun = [str(Path(EXE).with_name("torchrun")), "--nproc_per_node=2"]
+    proc = run(*torchrun, EXE, *DDP, *SMALL, "logger=none", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    metrics = rank_metrics(tmp_path)
+    assert set(metrics) == {0, 1} and metrics[0] == metrics[1]
+
+
 def test_global_batch_stays_fixed_across_process_counts(tmp_path: Path) -> None:
     proc = run(EXE, *DDP, *SMALL, "data.global_batch_size=64", "logger=none", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-4000:]
