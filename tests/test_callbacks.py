@@ -96,20 +96,28 @@ def test_scalars_decrease_over_epochs(events, vae_run: Path) -> None:
         assert events.Scalars(tag)[-1].value == pytest.approx(final[tag], rel=1e-6)
 
 
-def test_latent_histograms(events) -> None:
-    tags = set(events.Tags()["histograms"])
-    assert {"latent/activations", "latent/kl_per_dim"} | {
-        f"latent_dims/dim_{d:03d}" for d in range(32)
-    } <= tags
+def test_latent_histograms(events, vae_run: Path) -> None:
+    assert {"latent/activations", "latent/std_per_dim", "latent/kl_per_dim"} <= set(
+        events.Tags()["histograms"]
+    )
     activations = events.Histograms("latent/activations")
-    assert len(activations) == EPOCHS and activations[-1].histogram_value.num == 1000 * 32
-    kl = events.Histograms("latent/kl_per_dim")
-    assert [h.step for h in kl] == [s.step for s in activations]
-    bars = kl[-1].histogram_value
-    assert list(bars.bucket_limit) == [d + 0.5 for d in range(32)] and min(bars.bucket) >= 0
-    # the bars are the per-dim split of the KL: over all 1000 val images they add up to val/kl
-    val_kl = events.Scalars("val/kl")[-1].value
-    assert sum(bars.bucket) == pytest.approx(val_kl, rel=1e-4)
+    assert len(activations) == EPOCHS and activations[-1].histogram_value.num == 1000 * 32  # all val images
+    for tag in ("latent/std_per_dim", "latent/kl_per_dim"):
+        bars = events.Histograms(tag)
+        assert [h.step for h in bars] == [h.step for h in activations]
+        last = bars[-1].histogram_value
+        assert list(last.bucket_limit) == [d + 0.5 for d in range(32)] and min(last.bucket) >= 0, tag
+    # the KL bars split the KL over dims: over all 1000 val images they add up to val/kl
+    kl_bars = events.Histograms("latent/kl_per_dim")[-1].histogram_value.bucket
+    assert sum(kl_bars) == pytest.approx(events.Scalars("val/kl")[-1].value, rel=1e-4)
+    # and the std bars are the spread of the final model's posterior means over those images
+    datamodule = MNISTDataModule(root=str(mnist_root()), download=False, val_size=1000)
+    datamodule.setup()
+    model = load_checkpoint(vae_run / "checkpoints" / "last.ckpt")
+    with torch.no_grad():
+        means = model.posterior(datamodule.splits["val"][0].float() / 255)[0]
+    std_bars = torch.tensor(events.Histograms("latent/std_per_dim")[-1].histogram_value.bucket).float()
+    torch.testing.assert_close(std_bars, means.std(0), rtol=1e-4, atol=1e-5)
 
 
 def test_hparams_session_holds_the_run_and_its_final_metrics(events, vae_run: Path) -> None:
@@ -311,7 +319,7 @@ def fit_small(tmp_path: Path, model: str):  # -> aevae.train.Run
             "trainer.num_sanity_val_steps=0",
             "callbacks.progress_bar.refresh_rate=0",
             "~callbacks.projector",
-            "~callbacks.histograms",
+            "callbacks.histograms.per_dim=true",
             "callbacks.prior_samples.fit_images=1000",
             "test=false",
         ],
@@ -371,8 +379,11 @@ def test_fixed_inputs_are_the_same_every_epoch_and_every_run(tmp_path: Path, mod
     events_dir = tmp_path / "tensorboard"
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    images = EventAccumulator(str(events_dir), size_guidance={"images": 0}).Reload()
-    assert all(len(images.Images(tag)) == 2 for tag in GRID_SIZES)
+    logged = EventAccumulator(str(events_dir), size_guidance={"images": 0, "histograms": 0}).Reload()
+    assert all(len(logged.Images(tag)) == 2 for tag in GRID_SIZES)
+    per_dim = [tag for tag in logged.Tags()["histograms"] if tag.startswith("latent_dims/")]
+    assert per_dim == [f"latent_dims/dim_{d:03d}" for d in range(32)]
+    assert ("latent/kl_per_dim" in logged.Tags()["histograms"]) == (model == "vae")
 
 
 def test_fit_gaussian_recovers_mean_and_covariance() -> None:
@@ -471,3 +482,21 @@ def test_runs_without_tensorboard_log_one_line_and_finish(tmp_path: Path) -> Non
         assert not (tmp_path / logger / "tensorboard").exists()
     csv_header = (tmp_path / "csv" / "csv" / "metrics.csv").read_text().splitlines()[0]
     assert "lr-Adam" in csv_header.split(",")  # the learning rate needs a logger, not TensorBoard
+
+
+def test_histograms_count_every_value(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
+    from aevae.callbacks.histograms import add_histogram
+
+    values = torch.cat([torch.randn(1000, generator=torch.Generator().manual_seed(0)), torch.tensor([5.0])])
+    with SummaryWriter(str(tmp_path)) as writer:
+        add_histogram(writer, "spread", values, 1, bins=64)
+        add_histogram(writer, "dead", torch.zeros(10), 1, bins=64)  # one value only
+    logged = EventAccumulator(str(tmp_path), size_guidance={"histograms": 0}).Reload()
+    spread = logged.Histograms("spread")[0].histogram_value
+    assert len(spread.bucket) == 64 and sum(spread.bucket) == spread.num == 1001 and spread.max == 5.0
+    assert spread.sum == pytest.approx(float(values.sum()), rel=1e-6) and spread.bucket[-1] == 1
+    dead = logged.Histograms("dead")[0].histogram_value
+    assert list(dead.bucket) == [10] and dead.min == dead.max == 0

@@ -19,16 +19,18 @@ def encode_all(model: Autoencoder, images: Tensor, batch_size: int = 1000) -> Te
     return torch.cat([model.encode(x) for x in images.split(batch_size)])
 
 
-def kl_per_dim(model: VAE, images: Tensor, batch_size: int = 1000) -> Tensor:
-    """Mean KL(q(z_d|x) || N(0, 1)) of each latent dim over `images`, nats `[latent_dim]`.
+def posterior_all(model: VAE, images: Tensor, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
+    """The VAE's posterior means and log-variances of `images`, a batch at a time."""
+    means, log_vars = zip(*(model.posterior(x) for x in images.split(batch_size)), strict=True)
+    return torch.cat(means), torch.cat(log_vars)
+
+
+def kl_per_dim(mu: Tensor, log_var: Tensor) -> Tensor:
+    """Mean KL(q(z_d|x) || N(0, 1)) of each latent dim over the images, nats `[latent_dim]`.
 
     Dims near 0 carry no information about x: the posterior collapsed to the prior there.
     """
-    total = 0
-    for x in images.split(batch_size):
-        mu, log_var = model.posterior(x)
-        total = total + kl_std_normal(mu.T, log_var.T)  # transposed, it sums over images per dim
-    return total / len(images)
+    return kl_std_normal(mu.T, log_var.T) / len(mu)  # transposed, it sums over the images
 
 
 def fit_gaussian(latents: Tensor) -> tuple[Tensor, Tensor]:

@@ -77,7 +77,7 @@ class PriorSamples(ImageCallback):
         num_samples: int = 64,
         per_row: int = 8,
         seed: int = 0,
-        fit_images: int = 5000,
+        fit_images: int = 2000,
     ) -> None:
         super().__init__(every_n_epochs)
         self.num_samples = positive_int(f"callbacks.{self.name}.num_samples", num_samples)
