@@ -146,7 +146,7 @@ class ImageCallback(TensorBoardCallback):
     tag = "media/image"
 
     def render(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Tensor:
-        """The grid to log, `[3, H, W]` in [0, 1]; runs in eval mode without gradients."""
+        """The grid to log, `[C, H, W]` in [0, 1], gray (channel 0 is logged); runs in eval mode, no grad."""
         raise NotImplementedError
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
