@@ -1,0 +1,148 @@
+"""Image grids of what the model makes of fixed inputs, one per epoch, so epochs compare at a glance.
+
+Inputs (images, noise) are drawn once from fixed seeds: the same inputs every
+epoch and in every run with the same data, so a change in a grid is a change
+in the model.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import Tensor
+from torchvision.utils import make_grid
+
+from aevae.callbacks.latents import (
+    INTERPOLATIONS,
+    encode_all,
+    fit_gaussian,
+    gaussian_draws,
+    has_prior,
+)
+from aevae.callbacks.tensorboard import SPLITS, ImageCallback, choice, pick_images, positive_int
+from aevae.config import UserError
+from aevae.models import Autoencoder
+
+
+def decoded_images(model: Autoencoder, z: Tensor) -> Tensor:
+    """The mean images the decoder gives for codes `z`."""
+    return model.likelihood.mean(model.decode(z))
+
+
+class Reconstructions(ImageCallback):
+    """Fixed images of a split (rows of `per_row`), each row followed by its reconstructions."""
+
+    name, tag = "reconstructions", "media/reconstructions"
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        num_images: int = 16,
+        per_row: int = 8,
+        seed: int = 0,
+        split: str = "val",
+    ) -> None:
+        super().__init__(every_n_epochs)
+        self.num_images = positive_int(f"callbacks.{self.name}.num_images", num_images)
+        self.per_row = positive_int(f"callbacks.{self.name}.per_row", per_row)
+        if self.num_images % self.per_row:
+            raise UserError(
+                f"callbacks.{self.name}.num_images={num_images} must be a multiple of per_row={per_row}"
+            )
+        self.seed, self.split = seed, choice(f"callbacks.{self.name}.split", split, SPLITS)
+        self._images: Tensor | None = None
+
+    def inputs(self, trainer: L.Trainer, pl_module: Autoencoder) -> Tensor:
+        if self._images is None:
+            self._images = pick_images(trainer, self.split, self.num_images, self.seed, pl_module.device)[0]
+        return self._images
+
+    def render(self, trainer: L.Trainer, pl_module: Autoencoder) -> Tensor:
+        x = self.inputs(trainer, pl_module)
+        rows = torch.stack([x, pl_module(x)]).unflatten(1, (-1, self.per_row))  # [2, rows, per_row, ...]
+        return make_grid(rows.transpose(0, 1).flatten(0, 2), nrow=self.per_row, pad_value=0.5)
+
+
+class PriorSamples(ImageCallback):
+    """Decodings of fixed standard-normal draws: of the prior itself for a VAE; for an AE, which
+    has no prior, mapped through a Gaussian fitted (mean, covariance) to the codes of a fixed set
+    of `fit_images` training images, refitted each epoch. Side by side this shows how much
+    better a VAE's latent space is to sample from than an AE's."""
+
+    name, tag = "prior_samples", "media/prior_samples"
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        num_samples: int = 64,
+        per_row: int = 8,
+        seed: int = 0,
+        fit_images: int = 2000,
+    ) -> None:
+        super().__init__(every_n_epochs)
+        self.num_samples = positive_int(f"callbacks.{self.name}.num_samples", num_samples)
+        self.per_row = positive_int(f"callbacks.{self.name}.per_row", per_row)
+        self.fit_images = positive_int(f"callbacks.{self.name}.fit_images", fit_images)
+        self.seed = seed
+        self._noise: Tensor | None = None
+        self._fit_images: Tensor | None = None
+
+    def inputs(self, trainer: L.Trainer, pl_module: Autoencoder) -> Tensor:
+        """The fixed standard-normal draws `[num_samples, latent_dim]`."""
+        if self._noise is None:
+            generator = torch.Generator().manual_seed(self.seed)
+            noise = torch.randn(self.num_samples, pl_module.latent_dim, generator=generator)
+            self._noise = noise.to(pl_module.device)
+        return self._noise
+
+    def latents(self, trainer: L.Trainer, pl_module: Autoencoder) -> Tensor:
+        noise = self.inputs(trainer, pl_module)
+        if has_prior(pl_module):
+            return noise
+        if self._fit_images is None:
+            self._fit_images = pick_images(trainer, "train", self.fit_images, self.seed, pl_module.device)[0]
+        return gaussian_draws(noise, *fit_gaussian(encode_all(pl_module, self._fit_images)))
+
+    def render(self, trainer: L.Trainer, pl_module: Autoencoder) -> Tensor:
+        images = decoded_images(pl_module, self.latents(trainer, pl_module))
+        return make_grid(images, nrow=self.per_row, pad_value=0.5)
+
+
+class Interpolations(ImageCallback):
+    """One row per fixed pair of images: the first image, decodings of `steps` points on the path
+    between their codes (both ends included), the second image. `mode`: slerp | lerp."""
+
+    name, tag = "interpolations", "media/interpolations"
+
+    def __init__(
+        self,
+        every_n_epochs: int = 1,
+        num_pairs: int = 8,
+        steps: int = 10,
+        mode: str = "slerp",
+        seed: int = 0,
+        split: str = "val",
+    ) -> None:
+        super().__init__(every_n_epochs)
+        self.num_pairs = positive_int(f"callbacks.{self.name}.num_pairs", num_pairs)
+        self.steps = positive_int(f"callbacks.{self.name}.steps", steps)
+        if self.steps < 2:
+            raise UserError(f"callbacks.{self.name}.steps={steps} must be at least 2 (the two ends)")
+        self.mode = choice(f"callbacks.{self.name}.mode", mode, tuple(INTERPOLATIONS))
+        self.seed, self.split = seed, choice(f"callbacks.{self.name}.split", split, SPLITS)
+        self._pairs: tuple[Tensor, Tensor] | None = None
+
+    def inputs(self, trainer: L.Trainer, pl_module: Autoencoder) -> tuple[Tensor, Tensor]:
+        """The fixed pairs: start images and end images, `[num_pairs, C, H, W]` each."""
+        if self._pairs is None:
+            images = pick_images(trainer, self.split, 2 * self.num_pairs, self.seed, pl_module.device)[0]
+            self._pairs = (images[: self.num_pairs], images[self.num_pairs :])
+        return self._pairs
+
+    def render(self, trainer: L.Trainer, pl_module: Autoencoder) -> Tensor:
+        start, end = self.inputs(trainer, pl_module)
+        t = torch.linspace(0, 1, self.steps, device=start.device)
+        path = INTERPOLATIONS[self.mode](pl_module.encode(start), pl_module.encode(end), t)  # [P, S, D]
+        decoded = decoded_images(pl_module, path.flatten(0, 1)).unflatten(0, path.shape[:2])
+        rows = torch.cat([start[:, None], decoded, end[:, None]], dim=1)  # [P, S + 2, C, H, W]
+        return make_grid(rows.flatten(0, 1), nrow=self.steps + 2, pad_value=0.5)

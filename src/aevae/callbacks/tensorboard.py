@@ -1,0 +1,157 @@
+"""What the TensorBoard callbacks share: finding the writer, the epoch schedule, fixed picks of data.
+
+Every callback here works once per epoch (or once per run) on rank zero, outside
+the training step, so it never adds per-step work or a device sync to training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor
+
+from aevae.config import UserError
+from aevae.data import to_float
+
+log = logging.getLogger("aevae.callbacks")
+
+SPLITS = ("train", "val", "test")
+
+#: Trainers whose skipped callbacks were already announced (one info line per run).
+_announced: weakref.WeakSet[L.Trainer] = weakref.WeakSet()
+
+
+def tensorboard_logger(trainer: L.Trainer) -> TensorBoardLogger | None:
+    """The run's TensorBoard logger, if it has one."""
+    return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+
+
+def announce_skips(trainer: L.Trainer) -> None:
+    """Log one info line naming every callback that cannot write in this run (and why)."""
+    if trainer in _announced or not trainer.is_global_zero:
+        return
+    _announced.add(trainer)
+    skipped = [cb.name for cb in trainer.callbacks if getattr(cb, "skips", None) and cb.skips(trainer)]
+    if skipped:
+        loggers = ", ".join(type(lg).__name__ for lg in trainer.loggers) or "none"
+        log.info("no TensorBoard logger (loggers: %s): callbacks %s skipped", loggers, ", ".join(skipped))
+
+
+def positive_int(key: str, value: Any, optional: bool = False) -> int | None:
+    """`value` as a positive int, or a UserError naming the config key."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        allowed = "a positive integer or null" if optional else "a positive integer"
+        raise UserError(f"{key}={value!r} must be {allowed}")
+    return value
+
+
+def choice(key: str, value: Any, allowed: tuple[str, ...] | list[str]) -> str:
+    """`value` if it is one of `allowed`, or a UserError naming the key and the choices."""
+    if value not in allowed:
+        raise UserError(f"{key}={value!r} is not known; choose one of {sorted(allowed)}")
+    return value
+
+
+def fixed_indices(n: int, count: int, seed: int) -> Tensor:
+    """`count` distinct indices into `range(n)`: the same ones for the same seed, in every run."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(count, n)]
+
+
+def pick_images(
+    trainer: L.Trainer, split: str, count: int, seed: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """A seeded, fixed selection of a split's images (float, [0, 1]) and labels, on `device`."""
+    datamodule = trainer.datamodule
+    if datamodule is None or split not in getattr(datamodule, "splits", {}):
+        raise UserError(f"the TensorBoard callbacks need a datamodule with a {split!r} split")
+    images, labels = datamodule.splits[split]
+    index = fixed_indices(len(images), count, seed).to(images.device)
+    return to_float(images[index]).to(device), labels[index].to(device)
+
+
+def add_grayscale_image(writer: Any, tag: str, grid: Tensor, step: int) -> None:
+    """Log channel 0 of `grid [C, H, W]` (values in [0, 1]) as a one-channel PNG.
+
+    The grids are gray; `SummaryWriter.add_image` would expand them to RGB through float
+    copies and encode that at a slow compression level: several times the time of this.
+    """
+    from PIL import Image
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    pixels = grid[0].clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
+    with io.BytesIO() as png:
+        Image.fromarray(pixels, mode="L").save(png, format="PNG", compress_level=1)
+        encoded = png.getvalue()
+    height, width = pixels.shape
+    image = Summary.Image(height=height, width=width, colorspace=1, encoded_image_string=encoded)
+    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+
+
+@contextlib.contextmanager
+def evaluating(module: torch.nn.Module) -> Iterator[None]:
+    """Eval mode without gradients, then back to the module's previous mode."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        module.train(was_training)
+
+
+class TensorBoardCallback(L.Callback):
+    """Base: writes to the run's TensorBoard logger, on rank zero, every `every_n_epochs` epochs.
+
+    Without a TensorBoard logger (`logger=csv`, `logger=none`) it does nothing; one info
+    line per run names all callbacks that skip, rather than a warning per callback.
+    """
+
+    #: The callback's key in the `callbacks` config group, used in messages.
+    name = "tensorboard"
+
+    def __init__(self, every_n_epochs: int | None = 1) -> None:
+        self.every_n_epochs = positive_int(
+            f"callbacks.{self.name}.every_n_epochs", every_n_epochs, optional=True
+        )
+
+    def skips(self, trainer: L.Trainer) -> bool:
+        return tensorboard_logger(trainer) is None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        announce_skips(trainer)
+
+    def writer(self, trainer: L.Trainer) -> Any:
+        """The logger's SummaryWriter on rank zero, else None."""
+        logger = tensorboard_logger(trainer)
+        return logger.experiment if logger is not None and trainer.is_global_zero else None
+
+    def due(self, trainer: L.Trainer) -> bool:
+        """Whether the epoch now ending is one to log (epochs count from 1 here)."""
+        return self.every_n_epochs is not None and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+
+
+class ImageCallback(TensorBoardCallback):
+    """One image grid per due epoch under `tag`, rendered after the epoch's validation."""
+
+    tag = "media/image"
+
+    def render(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Tensor:
+        """The grid to log, `[C, H, W]` in [0, 1], gray (channel 0 is logged); runs in eval mode, no grad."""
+        raise NotImplementedError
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.due(trainer) or (writer := self.writer(trainer)) is None:
+            return
+        with evaluating(pl_module):
+            grid = self.render(trainer, pl_module)
+        add_grayscale_image(writer, self.tag, grid, trainer.global_step)
