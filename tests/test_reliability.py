@@ -52,7 +52,7 @@ BAD_INPUTS = [
     (["model=vae", "model.beta=-1"], "model.beta=-1"),
     (["model.latent_activation=swish"], "model.latent_activation='swish'"),
     (["model.net.activation=softmax"], "model.net.activation='softmax'"),
-    (["+model.image_shape=[3,32,32]"], "model.image_shape=[3, 32, 32]"),
+    (["+model.image_shape=[3,32,32]"], "model.image_shape=[3,32,32]"),
     (["model=vae", "loss=mse"], "loss=mse"),
     (["loss=gaussian", "loss.sigma=0"], "loss.sigma=0"),
     (["trainer.max_epochs=-5"], "trainer.max_epochs=-5"),

@@ -51,7 +51,7 @@ class StepCheckpoint(Checkpoint):
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         step = trainer.global_step
         if self.every_n_train_steps and step and step % self.every_n_train_steps == 0:
-            trainer.save_checkpoint(self.dirpath / LAST)
+            trainer.save_checkpoint(self.dirpath / LAST, weights_only=False)  # all state: it resumes runs
 
 
 def peek(path: str | Path, key: str = "checkpoint") -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -128,6 +129,12 @@ RULES = (
     Rule("trainer.num_sanity_val_steps", "an integer >= -1", int_at_least(-1)),
     Rule("trainer.gradient_clip_val", "null or a number > 0", number_above(0), optional=True),
     Rule("trainer.gradient_clip_algorithm", "null, norm or value", one_of(("norm", "value")), optional=True),
+    Rule(
+        "trainer.accumulate_grad_batches",
+        "1 (raise data.batch_size instead)",
+        lambda v: v == 1,
+        optional=True,
+    ),
     Rule("trainer.deterministic", "true, false or warn", lambda v: isinstance(v, bool) or v == "warn"),
     Rule("callbacks.model_checkpoint.every_n_train_steps", "null or an integer >= 1", int_at_least(1), True),
     Rule("callbacks.model_checkpoint.save_top_k", "an integer >= -1", int_at_least(-1)),
@@ -158,7 +165,10 @@ def validate(cfg: DictConfig) -> None:
         if not rule.check(value):
             raise UserError(f"{rule.key}={_show(value)} is not allowed: expected {rule.allowed}")
     _check_split(cfg)
+    _check_model(cfg)
     _check_devices(cfg)
+    if (path := cfg.get("ckpt_path")) and path != "last" and not Path(path).is_file():
+        raise UserError(f"ckpt_path={path} does not exist or is not a file")
 
 
 def _show(value: Any) -> str:
@@ -178,6 +188,32 @@ def _check_split(cfg: DictConfig) -> None:
     if data.batch_size > train:
         raise UserError(
             f"data.batch_size={data.batch_size} is not allowed: expected at most the {train} training images"
+        )
+
+
+#: Why the VAE refuses loss=mse (shared with aevae.models.VAE).
+MSE_VAE = (
+    "loss=mse is not a likelihood, so it has no ELBO; use loss=bce (Bernoulli) or loss=gaussian "
+    "(set loss.sigma) for the VAE"
+)
+IMAGE_SHAPE = [1, 28, 28]  # every data set of the MNIST family
+
+
+def _check_model(cfg: DictConfig) -> None:
+    model, loss = cfg.get("model"), cfg.get("loss")
+    if not model:
+        return
+    if (
+        str(model.get("_target_", "")).endswith("VAE")
+        and loss
+        and str(loss.get("_target_", "")).endswith("MSE")
+    ):
+        raise UserError(MSE_VAE)
+    shape = _lookup(cfg, "model.image_shape")
+    if shape is not _MISSING and shape is not None and list(shape) != IMAGE_SHAPE:
+        name = _lookup(cfg, "data.name")
+        raise UserError(
+            f"model.image_shape={_show(shape)} does not fit data={name}, whose images are {IMAGE_SHAPE}"
         )
 
 

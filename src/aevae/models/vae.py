@@ -10,6 +10,7 @@ from torch import Tensor
 from aevae.config import UserError
 from aevae.losses import kl_std_normal
 from aevae.models.base import Autoencoder
+from aevae.validation import MSE_VAE
 
 
 class VAE(Autoencoder):
@@ -25,11 +26,7 @@ class VAE(Autoencoder):
     def __init__(self, *args: Any, beta: float = 1.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not self.likelihood.is_likelihood:
-            name = type(self.likelihood).__name__
-            raise UserError(
-                f"loss={name.lower()} is not a likelihood, so it has no ELBO; "
-                "use loss=bce (Bernoulli) or loss=gaussian (set loss.sigma) for the VAE"
-            )
+            raise UserError(MSE_VAE)
         self.beta = float(beta)
 
     def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
