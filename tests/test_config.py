@@ -33,7 +33,7 @@ def test_option_composes_and_builds(group: str, option: str, tmp_path: Path) -> 
     cfg = compose_config([f"{group}={option}"], output_dir=tmp_path)
     assert OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     instantiate(cfg.data)
-    if not (cfg.model._target_.endswith("VAE") and cfg.loss._target_.endswith("MSE")):
+    if not (cfg.model._target_.endswith(("VAE", "IWAE")) and cfg.loss._target_.endswith("MSE")):
         assert isinstance(instantiate(cfg.model, _convert_="all"), torch.nn.Module)
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
     loggers = [instantiate(c) for c in (cfg.logger or {}).values()]
@@ -48,7 +48,7 @@ def test_option_composes_and_builds(group: str, option: str, tmp_path: Path) -> 
 @pytest.mark.parametrize("loss", options("loss"))
 def test_model_and_loss_pairs(model: str, loss: str, tmp_path: Path) -> None:
     cfg = compose_config([f"model={model}", f"loss={loss}"], output_dir=tmp_path)
-    if model == "vae" and loss == "mse":
+    if model in ("vae", "iwae") and loss == "mse":
         with pytest.raises(Exception) as err:
             instantiate(cfg.model, _convert_="all")
         assert isinstance(err.value.__cause__ or err.value, UserError)

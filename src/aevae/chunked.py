@@ -231,6 +231,9 @@ class ChunkedTraining(L.LightningModule):
         self._running = RunningTerms(len(self.term_names))
 
     def on_train_epoch_end(self) -> None:
+        schedulers = self.lr_schedulers()  # manual optimization: stepping them is ours
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
+            scheduler.step()
         if (means := self._running.take_epoch()) is not None:
             named = zip(self.term_names, means, strict=True)
             self.log_dict({f"train/{name}_epoch": value for name, value in named}, sync_dist=True)

@@ -32,12 +32,27 @@ def pixel_mse(mean: Tensor, x: Tensor) -> Tensor:
     return (mean - x).square().flatten(1).mean(1)
 
 
-def kl_std_normal(mu: Tensor, log_var: Tensor) -> Tensor:
-    """KL(N(mu, exp(log_var)) || N(0, I)) per image, summed over latent dims.
+def kl_per_dim(mu: Tensor, log_var: Tensor) -> Tensor:
+    """KL(N(mu, exp(log_var)) || N(0, 1)) per latent dim `[B, d]`.
 
-    = -0.5 * sum(1 + log_var - mu^2 - exp(log_var)); it is >= 0.
+    = -0.5 * (1 + log_var - mu^2 - exp(log_var)); it is >= 0.
     """
-    return -0.5 * (1 + log_var - mu.square() - log_var.exp()).sum(1)
+    return -0.5 * (1 + log_var - mu.square() - log_var.exp())
+
+
+def kl_std_normal(mu: Tensor, log_var: Tensor) -> Tensor:
+    """KL(N(mu, exp(log_var)) || N(0, I)) per image, summed over latent dims; it is >= 0."""
+    return kl_per_dim(mu, log_var).sum(1)
+
+
+def log_prior_over_posterior(z: Tensor, mu: Tensor, log_var: Tensor) -> Tensor:
+    """log N(z; 0, I) - log N(z; mu, exp(log_var)), summed over latent dims (the 2 pi terms cancel)."""
+    return -0.5 * (z.square() - (z - mu).square() / log_var.exp() - log_var).sum(-1)
+
+
+def log_mean_exp(values: Tensor, dim: int = 0) -> Tensor:
+    """log(mean(exp(values))) along `dim`, stable for values far below zero (log-weights of ~-100 nats)."""
+    return torch.logsumexp(values, dim) - math.log(values.shape[dim])
 
 
 class ReconstructionLoss(nn.Module):
@@ -62,20 +77,36 @@ class Bernoulli(ReconstructionLoss):
 
 
 class Gaussian(ReconstructionLoss):
-    """N(x; sigmoid(logits), sigma^2) per pixel with a fixed `sigma`, summed over pixels."""
+    """N(x; sigmoid(logits), sigma^2) per pixel, summed over pixels: for non-binary images.
 
-    def __init__(self, sigma: float = 0.1) -> None:
+    `sigma` is fixed, or with `learn_sigma` the starting value of one standard deviation per
+    pixel of `image_shape`, learned with the model (kept above `min_sigma`, where the NLL of
+    a constant pixel would diverge).
+    """
+
+    def __init__(
+        self,
+        sigma: float = 0.1,
+        learn_sigma: bool = False,
+        image_shape: tuple[int, ...] = (1, 28, 28),
+        min_sigma: float = 1e-3,
+    ) -> None:
         super().__init__()
         if not sigma > 0:
             raise UserError(f"loss.sigma={sigma} must be > 0")
-        self.sigma = float(sigma)
+        self.learn_sigma, self.min_sigma = bool(learn_sigma), float(min_sigma)
+        if self.learn_sigma:
+            self.log_sigma = nn.Parameter(torch.full(tuple(image_shape), math.log(sigma)))
+        else:
+            self.register_buffer("log_sigma", torch.tensor(math.log(sigma)))
 
     def forward(self, logits: Tensor, x: Tensor) -> Tensor:
-        z = (x - self.mean(logits)) / self.sigma
-        return per_image(0.5 * z.square() + math.log(self.sigma) + 0.5 * math.log(2 * math.pi))
+        log_sigma = self.log_sigma.clamp(min=math.log(self.min_sigma))
+        z = (x - self.mean(logits)) / log_sigma.exp()
+        return per_image(0.5 * z.square() + log_sigma + 0.5 * math.log(2 * math.pi))
 
     def extra_repr(self) -> str:
-        return f"sigma={self.sigma}"
+        return f"learn_sigma={self.learn_sigma}"
 
 
 class MSE(ReconstructionLoss):

@@ -98,6 +98,17 @@ RULES = (
         optional=True,
     ),
     Rule("data.split_seed", "an integer", _is_int),
+    Rule("data.binarize", "one of none, dynamic, static", one_of(("none", "dynamic", "static"))),
+    Rule("data.binarize_seed", "an integer", _is_int),
+    Rule("model.k", "an integer >= 1", int_at_least(1)),
+    Rule("model.kl_warmup_epochs", "an integer >= 0", int_at_least(0)),
+    Rule("model.free_bits", "a number >= 0", lambda v: _is_number(v) and v >= 0),
+    Rule("loss.learn_sigma", "true or false", lambda v: isinstance(v, bool)),
+    Rule(
+        "model.net.channels",
+        "two integers >= 1, e.g. [32,64]",
+        lambda v: isinstance(v, list) and len(v) == 2 and all(int_at_least(1)(c) for c in v),
+    ),
     Rule("data.drop_last", "true or false", lambda v: isinstance(v, bool)),
     Rule(
         "model.hidden_dims",

@@ -20,6 +20,13 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.to(torch.float32).div_(255)  # exactly as torchvision.transforms.ToTensor
 
 
+def binarize(x: torch.Tensor, key: tuple[int, ...]) -> torch.Tensor:
+    """x ~ Bernoulli(x), from a generator seeded by `key` alone: the same draw for the same
+    (seed, epoch, position), so a resumed run sees exactly the images it would have seen."""
+    generator = torch.Generator(device=x.device).manual_seed(hash(key) & (2**63 - 1))
+    return torch.bernoulli(x, generator=generator)
+
+
 def count_images(item: Batch | list[Batch]) -> int:
     """Images in one item of a TensorBatches: a batch or a chunk of batches."""
     return sum(len(x) for x, _ in item) if isinstance(item, list) else len(item[0])
@@ -51,6 +58,7 @@ class TensorBatches:
         drop_last: bool = False,
         steps_per_chunk: int = 1,
         progress: Callable[[], int] | None = None,
+        binarize_seed: int | None = None,
     ) -> None:
         if images.dtype != torch.uint8:
             raise TypeError(f"TensorBatches expects uint8 images, got {images.dtype}")
@@ -59,6 +67,7 @@ class TensorBatches:
         self.sampler = sampler if sampler is not None else SequentialSampler(range(len(images)))
         self.drop_last = drop_last
         self.progress = progress  # items the trainer has finished this epoch, for state_dict
+        self.binarize_seed = binarize_seed  # set: pixels resampled as Bernoulli draws each time
         self._resume: tuple[int, int] | None = None
 
     @property
@@ -96,6 +105,8 @@ class TensorBatches:
             if order is not None:
                 where = order[where]
             x, y = to_float(self.images[where]), self.labels[where]
+            if self.binarize_seed is not None:
+                x = binarize(x, (self.binarize_seed, getattr(self.sampler, "epoch", 0), start))
             batches = list(zip(x.split(self.batch_size), y.split(self.batch_size), strict=True))
             yield batches if self.steps_per_chunk > 1 else batches[0]
 

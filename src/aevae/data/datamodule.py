@@ -10,11 +10,15 @@ import lightning as L
 import torch
 from torchvision import datasets
 
-from aevae.data.batches import TensorBatches, shuffled
+from aevae.data.batches import TensorBatches, binarize, shuffled, to_float
 from aevae.data.idx import DataError, check_idx, idx_count, unpack_archives
 from aevae.distributed import eval_shard
 
 log = logging.getLogger(__name__)
+
+#: data.binarize: none (grey levels), dynamic (a fresh Bernoulli draw each time an image is
+#: used; val/test drawn once) or static (one seeded draw of every split).
+BINARIZE = ("none", "dynamic", "static")
 
 #: Training images in MNIST, Fashion-MNIST and KMNIST alike.
 OFFICIAL_TRAIN_SIZE = 60_000
@@ -57,6 +61,8 @@ class MNISTDataModule(L.LightningDataModule):
         drop_last: bool = False,
         steps_per_chunk: int = 1,
         global_batch_size: int | None = None,
+        binarize: str = "none",
+        binarize_seed: int = 0,
     ) -> None:
         super().__init__()
         if name not in DATASETS:
@@ -68,6 +74,9 @@ class MNISTDataModule(L.LightningDataModule):
         self.split_seed, self.seed, self.drop_last = split_seed, seed, drop_last
         self.steps_per_chunk = steps_per_chunk
         self.global_batch_size = global_batch_size
+        if binarize not in BINARIZE:
+            raise DataError(f"data.binarize={binarize!r} is not known; choose one of {list(BINARIZE)}")
+        self.binarize, self.binarize_seed = binarize, binarize_seed
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # -- reading ---------------------------------------------------------------
@@ -143,6 +152,12 @@ class MNISTDataModule(L.LightningDataModule):
         self.splits["train"] = (images[train_idx], labels[train_idx])
         self.splits["val"] = (images[val_idx], labels[val_idx])
         self.splits["test"] = self._read(train=False)
+        fixed = ("train", "val", "test") if self.binarize == "static" else ("val", "test")
+        if self.binarize != "none":  # dynamic: val/test binarized once too, so epochs compare
+            for i, split in enumerate(fixed):
+                images, labels = self.splits[split]
+                key = (self.binarize_seed, -1, i)  # never a training draw's (epoch >= 0)
+                self.splits[split] = ((binarize(to_float(images), key) * 255).to(torch.uint8), labels)
 
     # -- serving ---------------------------------------------------------------
     @property
@@ -175,6 +190,7 @@ class MNISTDataModule(L.LightningDataModule):
             drop_last=self.drop_last,
             steps_per_chunk=self.steps_per_chunk,
             progress=processed if trainer is not None else None,
+            binarize_seed=self.binarize_seed if self.binarize == "dynamic" else None,
         )
 
     def _eval_batches(self, split: str) -> TensorBatches:

@@ -29,6 +29,7 @@ class Autoencoder(ChunkedTraining):
             whose `.encoder(n)`/`.decoder(latent_dim)` build the two halves.
         likelihood: a :mod:`aevae.losses` module (the `loss` config group).
         optimizer: partial optimizer, called with the parameters and `lr`.
+        scheduler: partial LR scheduler, called with the optimizer, stepped once per epoch.
         hidden_dims: widths of the hidden layers, encoder order.
         lr: learning rate.
         image_shape: (C, H, W) of the data.
@@ -46,16 +47,17 @@ class Autoencoder(ChunkedTraining):
         hidden_dims: Sequence[int] = (128,),
         lr: float = 1e-3,
         image_shape: Sequence[int] = (1, 28, 28),
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "likelihood", "optimizer"], logger=False)
+        self.save_hyperparameters(ignore=["net", "likelihood", "optimizer", "scheduler"], logger=False)
         self.latent_dim, self.lr = int(latent_dim), float(lr)
         self.image_shape = tuple(int(d) for d in image_shape)
         nets = net(image_shape=self.image_shape, hidden_dims=hidden_dims)
         self.encoder: nn.Module = nets.encoder(self.latent_dim * self.code_factor)
         self.decoder: nn.Module = nets.decoder(self.latent_dim)
         self.likelihood = likelihood
-        self.optimizer_factory = optimizer
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         names = (*self.term_names, "mse", "bce")
         self.eval_metrics = nn.ModuleDict(
             {stage: nn.ModuleDict({n: torchmetrics.MeanMetric() for n in names}) for stage in EVAL_STAGES}
@@ -78,8 +80,14 @@ class Autoencoder(ChunkedTraining):
         return self.likelihood.mean(self.decode(self.encode(x)))
 
     # -- training (the steps themselves: aevae.chunked.ChunkedTraining) -----------------
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.parameters(), lr=self.lr)
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters(), lr=self.lr)
+        if self.scheduler_factory is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"},
+        }
 
     # -- evaluation ------------------------------------------------------------------
     def _evaluate(self, x: Tensor, stage: str) -> None:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from aevae.config import UserError
-from aevae.losses import kl_std_normal
+from aevae.losses import kl_per_dim, log_prior_over_posterior
 from aevae.models.base import Autoencoder
 from aevae.validation import MSE_VAE
 
@@ -16,18 +16,30 @@ from aevae.validation import MSE_VAE
 class VAE(Autoencoder):
     """Gaussian posterior q(z|x) = N(mu, diag(exp(log_var))), prior N(0, I).
 
-    Trains on the negative ELBO per image, averaged over the batch:
-    recon NLL (summed over pixels) + beta * KL (summed over latent dims).
+    Trains on the negative ELBO per image, averaged over the batch: the reconstruction
+    NLL (summed over pixels, averaged over `k` posterior samples) + beta * KL (summed over
+    latent dims). `kl_warmup_epochs` ramps beta up linearly from 0; `free_bits` counts
+    each latent dim's KL as at least that many nats in the loss (not in the logged KL).
     """
 
     code_factor = 2  # the posterior head: mean and log-variance per latent dim
     term_names = ("loss", "recon", "kl", "neg_elbo")
 
-    def __init__(self, *args: Any, beta: float = 1.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        beta: float = 1.0,
+        k: int = 1,
+        kl_warmup_epochs: int = 0,
+        free_bits: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         if not self.likelihood.is_likelihood:
             raise UserError(MSE_VAE)
-        self.beta = float(beta)
+        self.beta, self.k = float(beta), int(k)
+        self.kl_warmup_epochs, self.free_bits = int(kl_warmup_epochs), float(free_bits)
+        self.kl_weight = self.beta  # beta, scaled down during the warm-up
 
     def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
         mu, log_var = self.encoder(x).chunk(2, dim=1)
@@ -36,11 +48,40 @@ class VAE(Autoencoder):
     def encode(self, x: Tensor) -> Tensor:
         return self.posterior(x)[0]
 
-    def terms(self, x: Tensor) -> dict[str, Tensor]:
+    def sample(self, x: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """`k` reparameterized draws z ~ q(z|x) `[k, B, d]` and their reconstruction NLL `[k, B]`."""
         mu, log_var = self.posterior(x)
-        z = mu + torch.randn_like(mu) * (0.5 * log_var).exp()  # reparameterization
-        recon = self.likelihood(self.decode(z), x)
-        kl = kl_std_normal(mu, log_var)
+        z = mu + torch.randn((k, *mu.shape), device=mu.device, dtype=mu.dtype) * (0.5 * log_var).exp()
+        images = x.expand(k, *x.shape).flatten(0, 1)
+        recon = self.likelihood(self.decode(z.flatten(0, 1)), images).view(k, -1)
+        return mu, log_var, z, recon
+
+    def log_weights(self, x: Tensor, k: int) -> Tensor:
+        """log p(x, z_i) - log q(z_i | x) for `k` draws `[k, B]`: their log-mean-exp bounds log p(x)."""
+        mu, log_var, z, recon = self.sample(x, k)
+        return log_prior_over_posterior(z, mu, log_var) - recon
+
+    def terms(self, x: Tensor) -> dict[str, Tensor]:
+        mu, log_var, _, recon = self.sample(x, self.k)
+        recon = recon.mean(0)
+        kl_dims = kl_per_dim(mu, log_var)
+        kl = kl_dims.sum(1)
         neg_elbo = recon + kl
-        loss = neg_elbo if self.beta == 1 else recon + self.beta * kl
+        weight = self.kl_weight if self.training else self.beta
+        if weight == 1 and not self.free_bits:
+            loss = neg_elbo
+        else:
+            loss = recon + weight * (kl_dims.clamp(min=self.free_bits).sum(1) if self.free_bits else kl)
         return {"loss": loss, "recon": recon, "kl": kl, "neg_elbo": neg_elbo}
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.kl_warmup_epochs:  # linear in the steps of the first kl_warmup_epochs epochs
+            done = self.trainer.fit_loop.epoch_loop.batch_progress.current.ready - 1
+            fraction = (
+                self.current_epoch + done / max(self.trainer.num_training_batches, 1)
+            ) / self.kl_warmup_epochs
+            self.kl_weight = self.beta * min(1.0, fraction)
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        self.log("train/kl_weight", self.kl_weight)
