@@ -94,21 +94,25 @@ def plot(jobs: list[dict[str, Any]], out: Path) -> Path | None:
     if not done or not metrics:
         return None
     others = [k for k in swept_keys(jobs) if k != "latent_dim"]
+
+    def label(job: dict[str, Any]) -> str:
+        return ",".join(f"{k}={job.get(k)}" for k in others) or "runs"
+
+    colors = {name: f"C{i}" for i, name in enumerate(sorted({label(j) for j in done}))}  # same in every panel
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         groups: dict[str, list[tuple[int, float]]] = {}
         for job in done:
             if metric in job and not math.isnan(job[metric]):
-                label = ",".join(f"{k}={job.get(k)}" for k in others) or "runs"
-                groups.setdefault(label, []).append((job["latent_dim"], job[metric]))
-        for label, points in sorted(groups.items()):
+                groups.setdefault(label(job), []).append((job["latent_dim"], job[metric]))
+        for name, points in sorted(groups.items()):
             xs, ys = zip(*sorted(points), strict=True)
-            ax.plot(xs, ys, marker="o", label=label)
+            ax.plot(xs, ys, marker="o", label=name, color=colors[name])
         ax.set_xscale("log", base=2)
         ax.set_xlabel("latent_dim")
         ax.set_title(metric)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     path = out / "summary.png"
     fig.savefig(path, dpi=110)
