@@ -49,6 +49,13 @@ def write_idx(folder: Path, n_train: int, n_test: int, seed: int = 0, gz: bool =
 
 #: The installed console script, run as a user would run it.
 EXE = str(Path(sys.executable).with_name("aevae-train"))
+
+
+def command(name: str) -> tuple[str, ...]:
+    """An installed console script (`aevae-eval` is `command("eval")`), run as a user would run it."""
+    return (str(Path(sys.executable).with_name(f"aevae-{name}")),)
+
+
 #: 1,280 training images (20 batches of 64 per epoch), 500 for validation.
 SMALL_DATA = ("data.train_size=1280", "data.val_size=500", "data.eval_batch_size=250")
 QUIET = ("callbacks.progress_bar.refresh_rate=0",)
@@ -93,6 +100,14 @@ def aevae_train(*overrides: str, cwd: Path | None = None, check: bool = True) ->
             f"aevae-train {' '.join(overrides)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
         )
     return proc
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The digit judge of aevae-eval is trained into a cache of the test session, not ~/.cache."""
+    cache = tmp_path_factory.mktemp("cache")
+    os.environ["AEVAE_CACHE"] = str(cache)
+    return cache
 
 
 @pytest.fixture(scope="session")

@@ -44,7 +44,11 @@ def test_option_composes_and_builds(group: str, option: str, tmp_path: Path) -> 
     assert trainer.max_epochs == cfg.trainer.max_epochs
 
 
-@pytest.mark.parametrize("model", options("model"))
+#: The models a `loss` applies to (the classifier trains on labels).
+AUTOENCODERS = [m for m in options("model") if m != "classifier"]
+
+
+@pytest.mark.parametrize("model", AUTOENCODERS)
 @pytest.mark.parametrize("loss", options("loss"))
 def test_model_and_loss_pairs(model: str, loss: str, tmp_path: Path) -> None:
     cfg = compose_config([f"model={model}", f"loss={loss}"], output_dir=tmp_path)
@@ -56,6 +60,16 @@ def test_model_and_loss_pairs(model: str, loss: str, tmp_path: Path) -> None:
     net = instantiate(cfg.model, _convert_="all")
     terms = net.terms(torch.rand(4, 1, 28, 28))
     assert torch.isfinite(terms["loss"]).all()
+
+
+def test_classifier_trains_on_labels(tmp_path: Path) -> None:
+    cfg = compose_config(["experiment=finetune_classifier"], output_dir=tmp_path)
+    assert cfg.data.label_fraction == 0.01 and cfg.pretrained is None
+    net = instantiate(cfg.model, _convert_="all")
+    terms = net.batch_terms((torch.rand(6, 1, 28, 28), torch.arange(6)))
+    assert set(terms) == set(net.term_names) == {"loss", "error"}
+    assert (terms["loss"] > 0).all() and set(terms["error"].tolist()) <= {0.0, 1.0}
+    assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
 
 
 def test_defaults_are_the_documented_ones(tmp_path: Path) -> None:

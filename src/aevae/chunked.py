@@ -18,6 +18,7 @@ import logging
 import math
 import random
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,8 @@ def _positive_int(key: str, value: Any) -> int:
 
 
 class ChunkedTraining(L.LightningModule):
-    """Manual optimization over chunks of batches; subclasses define `terms(x)`."""
+    """Manual optimization over chunks of batches; subclasses define `terms(x)`, or
+    `batch_terms(batch)` when they learn from more than the inputs (labels, clean targets)."""
 
     #: Per-image loss terms `terms` returns; "loss" (first) is what training minimizes.
     term_names: tuple[str, ...] = ("loss",)
@@ -114,17 +116,19 @@ class ChunkedTraining(L.LightningModule):
         """Per-image loss terms `[B]`, keyed by `term_names`."""
         raise NotImplementedError
 
-    def training_step(
-        self, chunk: list[tuple[Tensor, Tensor]] | tuple[Tensor, Tensor], chunk_idx: int
-    ) -> None:
+    def batch_terms(self, batch: Sequence[Tensor]) -> dict[str, Tensor]:
+        """The terms of one batch `(inputs, labels[, targets])`: by default `terms(inputs)`."""
+        return self.terms(batch[0])
+
+    def training_step(self, chunk: list[Sequence[Tensor]] | Sequence[Tensor], chunk_idx: int) -> None:
         batches = chunk if isinstance(chunk, list) else [chunk]
         if self.trainer.max_steps >= 0:  # stop exactly at max_steps, also inside a chunk
             batches = batches[: max(self.trainer.max_steps - self.global_step, 0)]
         optimizer = self.optimizers().optimizer  # the torch optimizer; its wrapper costs a step's worth
         distributed = self.trainer.world_size > 1
         losses = []
-        for x, _ in batches:
-            terms = self.terms(x)
+        for batch in batches:
+            terms = self.batch_terms(batch)
             loss = terms["loss"].mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

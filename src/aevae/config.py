@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -30,6 +33,34 @@ def user_error(err: BaseException) -> str | None:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
+
+
+#: Overrides whose value is a path: a sweep's job dirs have '=' in their names (0_model=ae).
+PATH_KEYS = ("ckpt", "run_dir", "out", "pretrained", "resume", "ckpt_path", "data.root", "hydra.run.dir")
+
+
+def quote_paths(args: list[str]) -> list[str]:
+    """`run_dir=sweep/0_model=ae` as `run_dir='sweep/0_model=ae'`: Hydra's override grammar reads an
+    unquoted '=' in a value as a syntax error. Values with no '=' are left alone (`a,b` sweeps)."""
+    quoted = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+~") in PATH_KEYS and "=" in value and value[:1] not in ("'", '"'):
+            arg = f"{key}='{value.replace(chr(92), chr(92) * 2).replace(chr(39), chr(92) + chr(39))}'"
+        quoted.append(arg)
+    return quoted
+
+
+@contextlib.contextmanager
+def one_line_errors(program: str) -> Iterator[None]:
+    """A mistake in the user's input ends `program` with one line and exit status 2, no traceback."""
+    try:
+        yield
+    except Exception as err:
+        if (message := user_error(err)) is None:
+            raise
+        print(f"{program}: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def compose_config(overrides: list[str] | tuple[str, ...] = (), output_dir: str | Path | None = None):

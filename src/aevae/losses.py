@@ -68,12 +68,24 @@ class ReconstructionLoss(nn.Module):
     def forward(self, logits: Tensor, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def of_draws(self, logits: Tensor, x: Tensor) -> Tensor:
+        """The loss `[S, B]` of S decodings of each image, `logits [S, B, ...]`, against the
+        images `x [B, ...]` (importance sampling decodes thousands of draws per image)."""
+        targets = x.expand_as(logits).flatten(0, 1)
+        return self(logits.flatten(0, 1), targets).view(logits.shape[:2])
+
 
 class Bernoulli(ReconstructionLoss):
     """Binary cross-entropy summed over pixels: the default for [0, 1] images."""
 
     def forward(self, logits: Tensor, x: Tensor) -> Tensor:
         return bernoulli_nll(logits, x)
+
+    def of_draws(self, logits: Tensor, x: Tensor) -> Tensor:
+        """sum(softplus(logits)) - x . logits: the same NLL in half the time of the elementwise
+        cross-entropy, and without S copies of x."""
+        flat = logits.flatten(2)
+        return F.softplus(flat).sum(-1) - torch.einsum("sbp,bp->sb", flat, x.flatten(1))
 
 
 class Gaussian(ReconstructionLoss):

@@ -21,7 +21,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from aevae.config import CONFIG_DIR, UserError, user_error
+from aevae.config import CONFIG_DIR, UserError, one_line_errors, quote_paths, user_error
 from aevae.validation import validate
 
 log = logging.getLogger("aevae.train")
@@ -262,11 +262,9 @@ def main() -> Any:
         from aevae.checkpointing import resume_overrides
 
         others = [a for a in args if not a.startswith("resume=")]
-        try:
+        with one_line_errors("aevae-train"):
             sys.argv = [sys.argv[0], *resume_overrides(resume[-1].split("=", 1)[1], others), resume[-1]]
-        except UserError as err:
-            print(f"aevae-train: error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
+    sys.argv = [sys.argv[0], *quote_paths(sys.argv[1:])]
     return _task()
 
 

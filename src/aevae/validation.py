@@ -19,8 +19,12 @@ from aevae.config import UserError
 
 ACTIVATIONS = ("none", "relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid")  # aevae.models.nets
 DATASET_NAMES = ("mnist", "fashion_mnist", "kmnist")  # aevae.data.DATASETS
+NOISES = ("gaussian", "salt_pepper", "mask")  # aevae.data.noise.NOISES
+INTERPOLATIONS = ("slerp", "lerp")  # aevae.callbacks.latents.INTERPOLATIONS
 TRAIN_IMAGES = 60_000  # in each of them
+MAX_BITS = 24  # uniform quantization of float32 codes: beyond 24 bits it stores nothing more
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+DEVICES = ("auto", "cpu", "cuda", "mps")  # what aevae-eval and aevae-sample run on
 PRECISIONS = (
     "32-true",
     "32",
@@ -62,6 +66,22 @@ def one_of(choices: tuple[str, ...]) -> Callable[[Any], bool]:
     return lambda v: isinstance(v, str) and v in choices
 
 
+def fraction(v: Any) -> bool:
+    return _is_number(v) and 0 < v <= 1
+
+
+def path(v: Any) -> bool:
+    return isinstance(v, str) and v != ""
+
+
+def int_between(low: int, high: int) -> Callable[[Any], bool]:
+    return lambda v: _is_int(v) and low <= v <= high
+
+
+def int_list(low: int, high: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, list) and bool(v) and all(map(int_between(low, high), v))
+
+
 def batch_limit(v: Any) -> bool:
     """Lightning's limit_*_batches / val_check_interval: a count, or a fraction in (0, 1]."""
     return (_is_int(v) and v >= 0) or (isinstance(v, float) and 0.0 < v <= 1.0)
@@ -81,7 +101,7 @@ RULES = (
     Rule("test", "true or false", lambda v: isinstance(v, bool)),
     Rule("steps_per_chunk", "auto or an integer >= 1", lambda v: v == "auto" or int_at_least(1)(v)),
     Rule("data.name", f"one of {', '.join(DATASET_NAMES)}", one_of(DATASET_NAMES)),
-    Rule("data.root", "a path", lambda v: isinstance(v, str) and v != ""),
+    Rule("data.root", "a path", path, optional=True),
     Rule("data.download", "true or false", lambda v: isinstance(v, bool)),
     Rule("data.batch_size", "an integer >= 1", int_at_least(1)),
     Rule("data.eval_batch_size", "an integer >= 1", int_at_least(1)),
@@ -152,7 +172,30 @@ RULES = (
     Rule("callbacks.step_checkpoint.every_n_train_steps", "null or an integer >= 1", int_at_least(1), True),
     Rule("eval.iw_samples", "an integer >= 1", int_at_least(1)),
     Rule("eval.batch_size", "an integer >= 1", int_at_least(1)),
-    Rule("data.label_fraction", "a fraction in (0, 1]", lambda v: _is_number(v) and 0 < v <= 1),
+    Rule("eval.iw_images", "null or an integer >= 1", int_at_least(1), optional=True),
+    Rule("eval.bits", f"an integer in [1, {MAX_BITS}]", int_between(1, MAX_BITS)),
+    Rule("eval.rate_distortion_bits", f"a list of integers in [1, {MAX_BITS}]", int_list(1, MAX_BITS)),
+    Rule("eval.knn_k", "an integer >= 1", int_at_least(1)),
+    Rule("eval.interpolation_pairs", "an integer >= 1", int_at_least(1)),
+    Rule("eval.interpolation_steps", "an integer >= 2", int_at_least(2)),
+    Rule("eval.interpolation_mode", f"one of {', '.join(INTERPOLATIONS)}", one_of(INTERPOLATIONS)),
+    Rule("eval.num_samples", "an integer >= 1", int_at_least(1)),
+    Rule("eval.judge_epochs", "an integer >= 1", int_at_least(1)),
+    Rule("data.label_fraction", "a fraction in (0, 1]", fraction),
+    Rule("data.noise", f"null or one of {', '.join(NOISES)}", one_of(NOISES), optional=True),
+    Rule("data.noise_level", "a fraction in (0, 1]", fraction, optional=True),
+    Rule("pretrained", "null or a checkpoint or run dir", path, optional=True),
+    Rule("ckpt", "null or a checkpoint file", path, optional=True),
+    Rule("run_dir", "null or a run dir", path, optional=True),
+    Rule("out", "null or a path", path, optional=True),
+    Rule("device", "auto, cpu, cuda or cuda:N", lambda v: isinstance(v, str) and v.split(":")[0] in DEVICES),
+    Rule("sample.num_samples", "an integer >= 1", int_at_least(1)),
+    Rule("sample.per_row", "an integer >= 1", int_at_least(1)),
+    Rule("sample.reconstructions", "an integer >= 1", int_at_least(1)),
+    Rule("sample.steps", "an integer >= 2", int_at_least(2)),
+    Rule("sample.mode", f"one of {', '.join(INTERPOLATIONS)}", one_of(INTERPOLATIONS)),
+    Rule("sample.manifold_size", "an integer >= 2", int_at_least(2)),
+    Rule("sample.scatter_points", "an integer >= 1", int_at_least(1)),
 )
 
 _MISSING = object()
@@ -180,6 +223,7 @@ def validate(cfg: DictConfig) -> None:
     _check_devices(cfg)
     if (path := cfg.get("ckpt_path")) and path != "last" and not Path(path).is_file():
         raise UserError(f"ckpt_path={path} does not exist or is not a file")
+    _check_pretrained(cfg)
 
 
 def _show(value: Any) -> str:
@@ -191,6 +235,7 @@ def _check_split(cfg: DictConfig) -> None:
     if not data or "batch_size" not in data:
         return
     train = data.get("train_size") or TRAIN_IMAGES - data.get("val_size", 0)
+    train = max(1, round(train * data.get("label_fraction", 1.0)))
     if data.get("train_size") and data.train_size + data.get("val_size", 0) > TRAIN_IMAGES:
         raise UserError(
             f"data.train_size={data.train_size} + data.val_size={data.val_size} is more than the "
@@ -245,4 +290,13 @@ def _check_devices(cfg: DictConfig) -> None:
     if _is_int(count) and count > available:
         raise UserError(
             f"trainer.devices={wanted} is not allowed: expected at most the {available} GPU(s) here"
+        )
+
+
+def _check_pretrained(cfg: DictConfig) -> None:
+    target = str(cfg.get("model", {}).get("_target_", ""))
+    if cfg.get("pretrained") and target and not target.endswith("Classifier"):
+        raise UserError(
+            f"pretrained={cfg.pretrained} is not allowed with model={target.rsplit('.', 1)[-1]}: "
+            "it is the encoder that experiment=finetune_classifier fine-tunes"
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -49,6 +51,13 @@ def fit_gaussian(latents: Tensor) -> tuple[Tensor, Tensor]:
 def gaussian_draws(noise: Tensor, mean: Tensor, factor: Tensor) -> Tensor:
     """Standard-normal `noise [N, D]` mapped to draws of N(mean, factor @ factor.T)."""
     return mean + noise @ factor.T
+
+
+def prior_codes(model: Autoencoder, noise: Tensor, fit_codes: Callable[[], Tensor]) -> Tensor:
+    """Codes that decode to new images, from standard-normal `noise [N, D]`: the prior's own draws
+    for a VAE; for an AE, which has no prior, draws of a Gaussian fitted to `fit_codes()`
+    (called only then: training codes)."""
+    return noise if has_prior(model) else gaussian_draws(noise, *fit_gaussian(fit_codes()))
 
 
 def lerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:

@@ -12,13 +12,7 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from aevae.callbacks.latents import (
-    INTERPOLATIONS,
-    encode_all,
-    fit_gaussian,
-    gaussian_draws,
-    has_prior,
-)
+from aevae.callbacks.latents import INTERPOLATIONS, encode_all, prior_codes
 from aevae.callbacks.tensorboard import SPLITS, ImageCallback, choice, pick_images, positive_int
 from aevae.config import UserError
 from aevae.models import Autoencoder
@@ -27,6 +21,27 @@ from aevae.models import Autoencoder
 def decoded_images(model: Autoencoder, z: Tensor) -> Tensor:
     """The mean images the decoder gives for codes `z`."""
     return model.likelihood.mean(model.decode(z))
+
+
+def decoded_paths(model: Autoencoder, start: Tensor, end: Tensor, steps: int, mode: str = "slerp") -> Tensor:
+    """Decodings of `steps` points (both ends included) on the path from the code of each
+    `start` image to that of its `end` image: `[P, steps, C, H, W]`."""
+    t = torch.linspace(0, 1, steps, device=start.device)
+    path = INTERPOLATIONS[mode](model.encode(start), model.encode(end), t)  # [P, S, D]
+    return decoded_images(model, path.flatten(0, 1)).unflatten(0, path.shape[:2])
+
+
+def reconstruction_grid(model: Autoencoder, x: Tensor, per_row: int) -> Tensor:
+    """Rows of `per_row` images, each row followed by their reconstructions (`len(x)` a multiple of it)."""
+    rows = torch.stack([x, model(x)]).unflatten(1, (-1, per_row))  # [2, rows, per_row, ...]
+    return make_grid(rows.transpose(0, 1).flatten(0, 2), nrow=per_row, pad_value=0.5)
+
+
+def interpolation_grid(model: Autoencoder, start: Tensor, end: Tensor, steps: int, mode: str) -> Tensor:
+    """A row per pair: the start image, `steps` decodings along the path, the end image."""
+    decoded = decoded_paths(model, start, end, steps, mode)
+    rows = torch.cat([start[:, None], decoded, end[:, None]], dim=1)  # [P, S + 2, C, H, W]
+    return make_grid(rows.flatten(0, 1), nrow=steps + 2, pad_value=0.5)
 
 
 class Reconstructions(ImageCallback):
@@ -58,9 +73,7 @@ class Reconstructions(ImageCallback):
         return self._images
 
     def render(self, trainer: L.Trainer, pl_module: Autoencoder) -> Tensor:
-        x = self.inputs(trainer, pl_module)
-        rows = torch.stack([x, pl_module(x)]).unflatten(1, (-1, self.per_row))  # [2, rows, per_row, ...]
-        return make_grid(rows.transpose(0, 1).flatten(0, 2), nrow=self.per_row, pad_value=0.5)
+        return reconstruction_grid(pl_module, self.inputs(trainer, pl_module), self.per_row)
 
 
 class PriorSamples(ImageCallback):
@@ -96,12 +109,14 @@ class PriorSamples(ImageCallback):
         return self._noise
 
     def latents(self, trainer: L.Trainer, pl_module: Autoencoder) -> Tensor:
-        noise = self.inputs(trainer, pl_module)
-        if has_prior(pl_module):
-            return noise
-        if self._fit_images is None:
-            self._fit_images = pick_images(trainer, "train", self.fit_images, self.seed, pl_module.device)[0]
-        return gaussian_draws(noise, *fit_gaussian(encode_all(pl_module, self._fit_images)))
+        def fit_codes() -> Tensor:
+            if self._fit_images is None:
+                self._fit_images = pick_images(
+                    trainer, "train", self.fit_images, self.seed, pl_module.device
+                )[0]
+            return encode_all(pl_module, self._fit_images)
+
+        return prior_codes(pl_module, self.inputs(trainer, pl_module), fit_codes)
 
     def render(self, trainer: L.Trainer, pl_module: Autoencoder) -> Tensor:
         images = decoded_images(pl_module, self.latents(trainer, pl_module))
@@ -141,8 +156,4 @@ class Interpolations(ImageCallback):
 
     def render(self, trainer: L.Trainer, pl_module: Autoencoder) -> Tensor:
         start, end = self.inputs(trainer, pl_module)
-        t = torch.linspace(0, 1, self.steps, device=start.device)
-        path = INTERPOLATIONS[self.mode](pl_module.encode(start), pl_module.encode(end), t)  # [P, S, D]
-        decoded = decoded_images(pl_module, path.flatten(0, 1)).unflatten(0, path.shape[:2])
-        rows = torch.cat([start[:, None], decoded, end[:, None]], dim=1)  # [P, S + 2, C, H, W]
-        return make_grid(rows.flatten(0, 1), nrow=self.steps + 2, pad_value=0.5)
+        return interpolation_grid(pl_module, start, end, self.steps, self.mode)

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import DistributedSampler, Sampler, SequentialSampler
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+#: `(inputs, labels)`, or `(noisy inputs, labels, clean targets)` when the data are corrupted.
+Batch = tuple[torch.Tensor, ...]
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -29,7 +30,7 @@ def binarize(x: torch.Tensor, key: tuple[int, ...]) -> torch.Tensor:
 
 def count_images(item: Batch | list[Batch]) -> int:
     """Images in one item of a TensorBatches: a batch or a chunk of batches."""
-    return sum(len(x) for x, _ in item) if isinstance(item, list) else len(item[0])
+    return sum(len(batch[0]) for batch in item) if isinstance(item, list) else len(item[0])
 
 
 class TensorBatches:
@@ -45,6 +46,11 @@ class TensorBatches:
     consecutive batches, cut from one gather and one conversion, which the
     model trains on with K optimizer steps in one `training_step` (see
     `Autoencoder.training_step`). `len()` counts items, as Lightning expects.
+
+    With `corrupt` (a :class:`aevae.data.noise.Corruption`) each batch is
+    `(noisy, labels, clean)`: the noise is drawn on the device, seeded by the
+    epoch and the batch's position, so it is the same again after a resume
+    and whatever `steps_per_chunk` is.
     """
 
     batch_sampler = None
@@ -59,6 +65,7 @@ class TensorBatches:
         steps_per_chunk: int = 1,
         progress: Callable[[], int] | None = None,
         binarize_seed: int | None = None,
+        corrupt: Callable[..., torch.Tensor] | None = None,
     ) -> None:
         if images.dtype != torch.uint8:
             raise TypeError(f"TensorBatches expects uint8 images, got {images.dtype}")
@@ -68,6 +75,7 @@ class TensorBatches:
         self.drop_last = drop_last
         self.progress = progress  # items the trainer has finished this epoch, for state_dict
         self.binarize_seed = binarize_seed  # set: pixels resampled as Bernoulli draws each time
+        self.corrupt = corrupt
         self._resume: tuple[int, int] | None = None
 
     @property
@@ -91,8 +99,8 @@ class TensorBatches:
         self._resume = (state["epoch"], state["position"])
 
     def __iter__(self) -> Iterator[Batch | list[Batch]]:
-        skip = 0
-        if self._resume is not None and self._resume[0] == getattr(self.sampler, "epoch", 0):
+        skip, epoch = 0, getattr(self.sampler, "epoch", 0)
+        if self._resume is not None and self._resume[0] == epoch:
             skip = self._resume[1]
         self._resume = None
         order = None
@@ -108,6 +116,11 @@ class TensorBatches:
             if self.binarize_seed is not None:
                 x = binarize(x, (self.binarize_seed, getattr(self.sampler, "epoch", 0), start))
             batches = list(zip(x.split(self.batch_size), y.split(self.batch_size), strict=True))
+            if self.corrupt is not None:  # seeded per batch: the same noise whatever the chunk size
+                firsts = range(start, start + len(x), self.batch_size)  # each batch's position
+                batches = [
+                    (self.corrupt(bx, epoch, i), by, bx) for i, (bx, by) in zip(firsts, batches, strict=True)
+                ]
             yield batches if self.steps_per_chunk > 1 else batches[0]
 
 

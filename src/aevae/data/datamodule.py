@@ -12,6 +12,7 @@ from torchvision import datasets
 
 from aevae.data.batches import TensorBatches, binarize, shuffled, to_float
 from aevae.data.idx import DataError, check_idx, idx_count, unpack_archives
+from aevae.data.noise import Corruption
 from aevae.distributed import eval_shard
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,11 @@ class MNISTDataModule(L.LightningDataModule):
     come from :class:`TensorBatches`; the training order is reshuffled every
     epoch from `seed` and the epoch number, so runs are reproducible. Training
     items are chunks of `steps_per_chunk` batches (see :mod:`aevae.chunked`).
+
+    `label_fraction` keeps a seeded subset of the training split (a few labelled
+    images, as for semi-supervised fine-tuning). `noise` (gaussian, salt_pepper,
+    mask) at `noise_level` corrupts every split's inputs on the device; batches
+    are then `(noisy, labels, clean)` and a model learns noisy -> clean.
     """
 
     image_shape = (1, 28, 28)
@@ -63,6 +69,9 @@ class MNISTDataModule(L.LightningDataModule):
         global_batch_size: int | None = None,
         binarize: str = "none",
         binarize_seed: int = 0,
+        label_fraction: float = 1.0,
+        noise: str | None = None,
+        noise_level: float = 0.3,
     ) -> None:
         super().__init__()
         if name not in DATASETS:
@@ -77,6 +86,8 @@ class MNISTDataModule(L.LightningDataModule):
         if binarize not in BINARIZE:
             raise DataError(f"data.binarize={binarize!r} is not known; choose one of {list(BINARIZE)}")
         self.binarize, self.binarize_seed = binarize, binarize_seed
+        self.label_fraction = float(label_fraction)
+        self.corrupt = Corruption(noise, noise_level, seed) if noise else None
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # -- reading ---------------------------------------------------------------
@@ -121,15 +132,19 @@ class MNISTDataModule(L.LightningDataModule):
 
     def train_batches_per_epoch(self, world_size: int = 1) -> int:
         """Training batches one rank sees per epoch, known before any image is loaded."""
-        if self.train_size is not None:
-            n = self.train_size
-        elif "train" in self.splits:
+        if "train" in self.splits:
             n = len(self.splits["train"][0])
+        elif self.train_size is not None:
+            n = self.labelled(self.train_size)
         else:
             n = idx_count(self.root / DATASETS[self.name].__name__ / "raw" / "train-images-idx3-ubyte")
-            n = (n if n is not None else OFFICIAL_TRAIN_SIZE) - self.val_size
+            n = self.labelled((n if n is not None else OFFICIAL_TRAIN_SIZE) - self.val_size)
         per_rank = -(-n // world_size)  # DistributedSampler pads every rank to the same length
         return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
+
+    def labelled(self, n_train: int) -> int:
+        """Training images kept by `label_fraction` out of `n_train`."""
+        return max(1, round(n_train * self.label_fraction))
 
     def prepare_data(self) -> None:
         """Download once per node (Lightning calls this on local rank 0 only)."""
@@ -148,7 +163,7 @@ class MNISTDataModule(L.LightningDataModule):
                 f"{len(images)} training images"
             )
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.split_seed))
-        train_idx, val_idx = order[:n_train], order[n_train : n_train + n_val]
+        train_idx, val_idx = order[: self.labelled(n_train)], order[n_train : n_train + n_val]
         self.splits["train"] = (images[train_idx], labels[train_idx])
         self.splits["val"] = (images[val_idx], labels[val_idx])
         self.splits["test"] = self._read(train=False)
@@ -191,6 +206,7 @@ class MNISTDataModule(L.LightningDataModule):
             steps_per_chunk=self.steps_per_chunk,
             progress=processed if trainer is not None else None,
             binarize_seed=self.binarize_seed if self.binarize == "dynamic" else None,
+            corrupt=self.corrupt,
         )
 
     def _eval_batches(self, split: str) -> TensorBatches:
@@ -199,7 +215,7 @@ class MNISTDataModule(L.LightningDataModule):
         shard = None
         if trainer is not None and trainer.world_size > 1:
             shard = eval_shard(len(images), trainer.global_rank, trainer.world_size)
-        return TensorBatches(images, labels, self.eval_batch_size, shard)
+        return TensorBatches(images, labels, self.eval_batch_size, shard, corrupt=self.corrupt)
 
     def val_dataloader(self) -> TensorBatches:
         return self._eval_batches("val")

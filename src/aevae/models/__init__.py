@@ -2,9 +2,22 @@
 
 from aevae.models.ae import AE
 from aevae.models.base import Autoencoder
-from aevae.models.checkpoint import load_checkpoint
+from aevae.models.checkpoint import load_checkpoint, resolve_checkpoint
+from aevae.models.classifier import Classifier
 from aevae.models.iwae import IWAE
+from aevae.models.module import Model
 from aevae.models.nets import MLP, Conv
 from aevae.models.vae import VAE
 
-__all__ = ["AE", "IWAE", "MLP", "VAE", "Autoencoder", "Conv", "load_checkpoint"]
+__all__ = [
+    "AE",
+    "IWAE",
+    "MLP",
+    "VAE",
+    "Autoencoder",
+    "Classifier",
+    "Conv",
+    "Model",
+    "load_checkpoint",
+    "resolve_checkpoint",
+]

@@ -25,5 +25,6 @@ class AE(Autoencoder):
     def encode(self, x: Tensor) -> Tensor:
         return self.latent_activation(self.encoder(x))
 
-    def terms(self, x: Tensor) -> dict[str, Tensor]:
-        return {"loss": self.likelihood(self.decode(self.encode(x)), x)}
+    def terms(self, x: Tensor, target: Tensor | None = None) -> dict[str, Tensor]:
+        target = x if target is None else target
+        return {"loss": self.likelihood(self.decode(self.encode(x)), target)}

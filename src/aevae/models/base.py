@@ -1,7 +1,9 @@
-"""What every autoencoder shares: networks, optimizer, metrics and logging.
+"""What every autoencoder shares: networks, likelihood, evaluation metrics.
 
 A subclass only says how to encode an image to a point code and which
 per-image loss terms it trains on (`terms`, which must include "loss").
+On corrupted data (`data.noise`) the terms score the reconstruction of the
+clean target from the noisy input: a denoising autoencoder.
 """
 
 from __future__ import annotations
@@ -13,14 +15,18 @@ import torch
 import torchmetrics
 from torch import Tensor, nn
 
-from aevae.chunked import ChunkedTraining
 from aevae.losses import ReconstructionLoss, bernoulli_nll, pixel_mse
 from aevae.metrics import ActiveUnits
+from aevae.models.module import Model
 
-EVAL_STAGES = ("val", "test")
+
+def terms_args(batch: Sequence[Tensor]) -> tuple[Tensor, ...]:
+    """What `terms` takes from a batch `(inputs, labels[, clean])`: the inputs, and the clean
+    images of corrupted data as the target."""
+    return (batch[0],) if len(batch) < 3 else (batch[0], batch[2])
 
 
-class Autoencoder(ChunkedTraining):
+class Autoencoder(Model):
     """Base LightningModule for AE-style models.
 
     Args:
@@ -49,26 +55,24 @@ class Autoencoder(ChunkedTraining):
         image_shape: Sequence[int] = (1, 28, 28),
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
     ) -> None:
-        super().__init__()
+        metrics = dict.fromkeys((*self.term_names, "mse", "bce"), torchmetrics.MeanMetric)
+        metrics["active_units"] = lambda: ActiveUnits(int(latent_dim))
+        super().__init__(optimizer, lr, metrics, scheduler)
         self.save_hyperparameters(ignore=["net", "likelihood", "optimizer", "scheduler"], logger=False)
-        self.latent_dim, self.lr = int(latent_dim), float(lr)
+        self.latent_dim = int(latent_dim)
         self.image_shape = tuple(int(d) for d in image_shape)
         nets = net(image_shape=self.image_shape, hidden_dims=hidden_dims)
         self.encoder: nn.Module = nets.encoder(self.latent_dim * self.code_factor)
         self.decoder: nn.Module = nets.decoder(self.latent_dim)
         self.likelihood = likelihood
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        names = (*self.term_names, "mse", "bce")
-        self.eval_metrics = nn.ModuleDict(
-            {stage: nn.ModuleDict({n: torchmetrics.MeanMetric() for n in names}) for stage in EVAL_STAGES}
-        )
-        self.active_units = nn.ModuleDict({s: ActiveUnits(self.latent_dim) for s in EVAL_STAGES})
-        #: The run's resolved config, stored in checkpoints as plain containers.
-        self.run_config: dict[str, Any] | None = None
 
     # -- the model, per subclass ---------------------------------------------------
     def encode(self, x: Tensor) -> Tensor:
         """A deterministic code for `x` (the VAE's posterior mean)."""
+        raise NotImplementedError
+
+    def terms(self, x: Tensor, target: Tensor | None = None) -> dict[str, Tensor]:
+        """Per-image loss terms of reconstructing `target` (default: `x` itself) from `x`."""
         raise NotImplementedError
 
     def decode(self, z: Tensor) -> Tensor:
@@ -80,47 +84,17 @@ class Autoencoder(ChunkedTraining):
         return self.likelihood.mean(self.decode(self.encode(x)))
 
     # -- training (the steps themselves: aevae.chunked.ChunkedTraining) -----------------
-    def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters(), lr=self.lr)
-        if self.scheduler_factory is None:
-            return optimizer
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"},
-        }
+    def batch_terms(self, batch: Sequence[Tensor]) -> dict[str, Tensor]:
+        return self.terms(*terms_args(batch))
 
-    # -- evaluation ------------------------------------------------------------------
-    def _evaluate(self, x: Tensor, stage: str) -> None:
+    # -- evaluation (logged by aevae.models.module.Model) -------------------------------
+    def evaluate(self, batch: Sequence[Tensor]) -> dict[str, Tensor]:
+        args = terms_args(batch)
+        x, target = args[0], args[-1]
         code = self.encode(x)
         logits = self.decode(code)
-        values = self.terms(x)
-        values["mse"] = pixel_mse(self.likelihood.mean(logits), x)
-        values["bce"] = bernoulli_nll(logits, x)
-        for name, metric in self.eval_metrics[stage].items():
-            metric.update(values[name])
-        self.active_units[stage].update(code)
-
-    def _log_eval(self, stage: str) -> None:
-        results = {f"{stage}/{n}": m.compute() for n, m in self.eval_metrics[stage].items()}
-        results[f"{stage}/active_units"] = self.active_units[stage].compute()
-        self.log_dict(results, prog_bar=stage == "val")
-        for metric in (*self.eval_metrics[stage].values(), self.active_units[stage]):
-            metric.reset()
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch[0], "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch[0], "test")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_eval("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_eval("test")
-
-    # -- checkpoints -----------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        if self.run_config is not None:
-            checkpoint["aevae_config"] = self.run_config
+        values = self.terms(*args)
+        values["mse"] = pixel_mse(self.likelihood.mean(logits), target)
+        values["bce"] = bernoulli_nll(logits, target)
+        values["active_units"] = code
+        return values

@@ -23,8 +23,8 @@ class IWAE(VAE):
                 "model.kl_warmup_epochs=0 and model.free_bits=0"
             )
 
-    def terms(self, x: Tensor) -> dict[str, Tensor]:
-        mu, log_var, z, recon = self.sample(x, self.k)
+    def terms(self, x: Tensor, target: Tensor | None = None) -> dict[str, Tensor]:
+        mu, log_var, z, recon = self.sample(x, self.k, target)
         log_w = log_prior_over_posterior(z, mu, log_var) - recon  # [k, B]
         kl = kl_std_normal(mu, log_var)
         return {

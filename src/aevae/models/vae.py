@@ -48,21 +48,29 @@ class VAE(Autoencoder):
     def encode(self, x: Tensor) -> Tensor:
         return self.posterior(x)[0]
 
-    def sample(self, x: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """`k` reparameterized draws z ~ q(z|x) `[k, B, d]` and their reconstruction NLL `[k, B]`."""
+    def sample(
+        self,
+        x: Tensor,
+        k: int,
+        target: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """`k` reparameterized draws z ~ q(z|x) `[k, B, d]` and the NLL `[k, B]` of `target`
+        (default: `x`) under each draw's decoding."""
         mu, log_var = self.posterior(x)
-        z = mu + torch.randn((k, *mu.shape), device=mu.device, dtype=mu.dtype) * (0.5 * log_var).exp()
-        images = x.expand(k, *x.shape).flatten(0, 1)
-        recon = self.likelihood(self.decode(z.flatten(0, 1)), images).view(k, -1)
+        noise = torch.randn((k, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
+        z = mu + noise * (0.5 * log_var).exp()
+        logits = self.decode(z.flatten(0, 1)).unflatten(0, (k, len(x)))
+        recon = self.likelihood.of_draws(logits, x if target is None else target)
         return mu, log_var, z, recon
 
-    def log_weights(self, x: Tensor, k: int) -> Tensor:
+    def log_weights(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
         """log p(x, z_i) - log q(z_i | x) for `k` draws `[k, B]`: their log-mean-exp bounds log p(x)."""
-        mu, log_var, z, recon = self.sample(x, k)
+        mu, log_var, z, recon = self.sample(x, k, generator=generator)
         return log_prior_over_posterior(z, mu, log_var) - recon
 
-    def terms(self, x: Tensor) -> dict[str, Tensor]:
-        mu, log_var, _, recon = self.sample(x, self.k)
+    def terms(self, x: Tensor, target: Tensor | None = None) -> dict[str, Tensor]:
+        mu, log_var, _, recon = self.sample(x, self.k, target)
         recon = recon.mean(0)
         kl_dims = kl_per_dim(mu, log_var)
         kl = kl_dims.sum(1)

@@ -1,0 +1,195 @@
+"""`aevae-eval`: every claim of the tutorial about a trained AE/VAE, measured from its checkpoint.
+
+aevae-eval run_dir=outputs/runs/<date>/<time>
+aevae-eval ckpt=path/to/epoch009.ckpt eval.iw_samples=5000 data.noise=gaussian
+
+Writes `eval.json` (and `samples.png`, the first 64 scored prior samples) into
+the checkpoint's run dir, or to `out`, and prints the numbers as a table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from aevae.config import CONFIG_DIR, one_line_errors, quote_paths
+
+log = logging.getLogger("aevae.eval")
+
+
+class Stopwatch:
+    """Seconds per section of the evaluation, kept for eval.json."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - start, 3)
+
+
+def prefixed(group: str, values: dict[str, float]) -> dict[str, float]:
+    return {f"{group}/{name}": value for name, value in values.items()}
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """All measures of the checkpoint `cfg` names; returns what eval.json holds."""
+    from aevae.validation import validate
+
+    validate(cfg)
+    import torch
+
+    from aevae.callbacks.latents import encode_all, has_prior, prior_codes
+    from aevae.callbacks.media import decoded_images
+    from aevae.callbacks.tensorboard import fixed_indices
+    from aevae.evaluation.compression import compressed_quality
+    from aevae.evaluation.judge import digit_judge, judge_scores
+    from aevae.evaluation.latent_space import interpolation_smoothness
+    from aevae.evaluation.reconstruction import decoding_quality
+    from aevae.evaluation.representation import knn_accuracy, linear_probe_accuracy
+    from aevae.loading import load_run, split_images
+    from aevae.metrics import ActiveUnits
+
+    clock, options = Stopwatch(), cfg.eval
+    with clock("load"):
+        run = load_run(cfg)
+        model, device = run.model, run.device
+        generator = torch.Generator(device).manual_seed(cfg.seed)
+        train_x, train_y = split_images(run, "train")
+        test_x, test_y = split_images(run, "test")
+    metrics: dict[str, float] = {}
+    with torch.no_grad():
+        with clock("reconstruction"):
+            train_codes, test_codes = encode_all(model, train_x), encode_all(model, test_x)
+            metrics |= prefixed("recon", decoding_quality(model, test_codes, test_x))
+            active = ActiveUnits(model.latent_dim).to(device)
+            active.update(test_codes)
+            metrics["latent/active_units"] = active.compute().item()
+        if has_prior(model):
+            with clock("likelihood"):
+                some = test_x
+                if options.iw_images is not None and options.iw_images < len(test_x):
+                    some = test_x[fixed_indices(len(test_x), options.iw_images, cfg.seed).to(device)]
+                metrics |= prefixed("likelihood", _likelihood(model, some, options, generator))
+        with clock("representation"):
+            metrics["repr/linear_probe"] = linear_probe_accuracy(train_codes, train_y, test_codes, test_y)
+            metrics["repr/knn"] = knn_accuracy(train_codes, train_y, test_codes, test_y, k=options.knn_k)
+        with clock("smoothness"):
+            pairs = fixed_indices(len(test_x), 2 * options.interpolation_pairs, cfg.seed).to(device)
+            start, end = test_x[pairs].chunk(2)
+            smoothness = interpolation_smoothness(
+                model, start, end, options.interpolation_steps, options.interpolation_mode
+            )
+            metrics |= prefixed("smoothness", smoothness)
+        with clock("samples"):
+            noise = torch.randn(options.num_samples, model.latent_dim, generator=generator, device=device)
+            samples = decoded_images(model, prior_codes(model, noise, lambda: train_codes))
+            data = run.datamodule
+            judge, judge_dir = digit_judge(data.name, str(data.root), options.judge_epochs, device)
+            metrics |= prefixed("samples", judge_scores(judge, samples))
+            metrics["samples/judge_accuracy"] = json.loads((judge_dir / "metrics.json").read_text())[
+                "test/accuracy"
+            ]
+        with clock("compression"):
+            quality = {
+                bits: compressed_quality(model, test_x, test_codes, train_codes, bits)
+                for bits in sorted({options.bits, *options.rate_distortion_bits})
+            }
+            metrics |= prefixed("compression", quality[options.bits])
+        if data.corrupt is not None:
+            with clock("denoising"):
+                metrics |= prefixed("denoise", _denoising(model, data))
+    report = {
+        "checkpoint": str(run.checkpoint),
+        "model": type(model).__name__,
+        "latent_dim": model.latent_dim,
+        "data": data.name,
+        "noise": repr(data.corrupt) if data.corrupt is not None else None,
+        "metrics": metrics,
+        "rate_distortion": [quality[bits] for bits in options.rate_distortion_bits],
+        "seconds": clock.seconds,
+    }
+    _write(report, samples[:64], Path(cfg.out) if cfg.out else run.run_dir / "eval.json")
+    return report
+
+
+def _likelihood(model: Any, images: Any, options: DictConfig, generator: Any) -> dict[str, float]:
+    """Test-set means of the VAE's -ELBO and IW-NLL (from the same `iw_samples` draws), and its KL."""
+    from aevae.callbacks.latents import posterior_all
+    from aevae.evaluation.likelihood import likelihood_bounds
+    from aevae.losses import kl_std_normal
+
+    totals = {"neg_elbo": 0.0, "iw_nll": 0.0}
+    for x in images.split(options.batch_size):
+        bounds = likelihood_bounds(model, x, options.iw_samples, generator=generator)
+        for name in totals:
+            totals[name] += bounds[name].sum().item()
+    means = {name: total / len(images) for name, total in totals.items()}
+    kl = kl_std_normal(*posterior_all(model, images)).mean().item()
+    return {**means, "kl": kl, "iw_samples": options.iw_samples, "images": len(images)}
+
+
+def _denoising(model: Any, data: Any) -> dict[str, float]:
+    """Mean PSNR against the clean test images of the noisy ones and of the model's reconstructions
+    of them: the seeded noise of the data's own test batches."""
+    from aevae.evaluation.reconstruction import per_image_psnr
+
+    noisy_psnr, denoised_psnr, count = 0.0, 0.0, 0
+    for noisy, _, clean in data.test_dataloader():
+        noisy_psnr += per_image_psnr(noisy, clean).sum().item()
+        denoised_psnr += per_image_psnr(model(noisy), clean).sum().item()
+        count += len(clean)
+    return {"psnr_noisy": noisy_psnr / count, "psnr_denoised": denoised_psnr / count}
+
+
+def _write(report: dict[str, Any], samples: Any, path: Path) -> None:
+    from torchvision.utils import save_image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    save_image(samples, path.with_name("samples.png"), nrow=8, padding=2, pad_value=0.5)
+    print(format_table(report))
+    print(f"wrote {path} and {path.with_name('samples.png')}")
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The metrics of eval.json, one per line, and its rate-distortion table."""
+    title = f"{report['model']} (latent_dim {report['latent_dim']}) {report['checkpoint']}"
+    width = max(len(name) for name in report["metrics"])
+    lines = [title, *(f"  {name:<{width}}  {_number(v)}" for name, v in report["metrics"].items())]
+    lines.append("  rate-distortion: bits  bytes/image  ratio  mse  psnr")
+    for row in report["rate_distortion"]:
+        cells = (row["bits"], row["code_bytes"], row["ratio"], row["mse"], row["psnr"])
+        lines.append("    " + "  ".join(_number(c) for c in cells))
+    return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
+def _task(cfg: DictConfig) -> None:
+    with one_line_errors("aevae-eval"):
+        evaluate(cfg)
+
+
+def main() -> None:
+    """The `aevae-eval` command."""
+    sys.argv = [sys.argv[0], *quote_paths(sys.argv[1:])]
+    _task()
+
+
+if __name__ == "__main__":
+    main()

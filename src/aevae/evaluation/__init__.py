@@ -1,0 +1,1 @@
+"""The measures behind aevae-eval, one small module per claim of the tutorial."""

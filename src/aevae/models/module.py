@@ -1,0 +1,83 @@
+"""What every aevae model shares around its training steps: optimizer, val/test metrics, checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torchmetrics
+from torch import Tensor, nn
+
+from aevae.chunked import ChunkedTraining
+
+EVAL_STAGES = ("val", "test")
+
+
+class Model(ChunkedTraining):
+    """Base LightningModule of the autoencoders and the classifier.
+
+    A subclass passes its metrics (name -> factory; one instance per stage) and
+    implements `evaluate(batch)`, which returns the value (or tuple of arguments)
+    to update each metric with; they are logged as `<stage>/<name>` at the end of every val/test epoch.
+    The run's resolved config travels in checkpoints, so `load_checkpoint` can
+    rebuild the model from the file alone.
+    """
+
+    def __init__(
+        self,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        lr: float,
+        metrics: dict[str, Callable[[], torchmetrics.Metric]],
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+    ) -> None:
+        super().__init__()
+        self.optimizer_factory, self.lr = optimizer, float(lr)
+        self.scheduler_factory = scheduler  # stepped once per epoch
+        self.eval_metrics = nn.ModuleDict(
+            {stage: nn.ModuleDict({n: make() for n, make in metrics.items()}) for stage in EVAL_STAGES}
+        )
+        #: The run's resolved config, stored in checkpoints as plain containers.
+        self.run_config: dict[str, Any] | None = None
+
+    def evaluate(self, batch: Sequence[Tensor]) -> dict[str, Any]:
+        """The update of each metric (by name) for one val/test batch."""
+        raise NotImplementedError
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters(), lr=self.lr)
+        if self.scheduler_factory is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"},
+        }
+
+    def _update(self, batch: Sequence[Tensor], stage: str) -> None:
+        values = self.evaluate(batch)
+        for name, metric in self.eval_metrics[stage].items():
+            args = values[name]
+            metric.update(*(args if isinstance(args, tuple) else (args,)))
+
+    def _log_eval(self, stage: str) -> None:
+        metrics = self.eval_metrics[stage]
+        self.log_dict({f"{stage}/{n}": m.compute() for n, m in metrics.items()}, prog_bar=stage == "val")
+        for metric in metrics.values():
+            metric.reset()
+
+    def validation_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
+        self._update(batch, "val")
+
+    def test_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
+        self._update(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.run_config is not None:
+            checkpoint["aevae_config"] = self.run_config
