@@ -12,6 +12,7 @@ import torch
 import yaml
 from hydra.utils import instantiate
 
+from aevae.config import quote_paths
 from aevae.data import MNISTDataModule
 from aevae.data.noise import Corruption
 from aevae.models import load_checkpoint, resolve_checkpoint
@@ -56,6 +57,24 @@ def test_sample_draws_the_manifold_of_a_2d_latent(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert png_size(run_dir / "samples" / "manifold.png") == (12 * 28, 12 * 28)
     assert png_size(run_dir / "samples" / "latents.png") == (600, 600)
+
+
+def test_job_dirs_of_a_sweep_need_no_quoting(trained: dict[str, Path], tmp_path: Path) -> None:
+    job_dir = tmp_path / "0_model=ae,latent_dim=32"  # what a multirun names its jobs
+    job_dir.symlink_to(trained["ae"], target_is_directory=True)
+    proc = run(*command("sample"), f"run_dir={job_dir}", f"out={tmp_path / 'pictures'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "pictures" / "prior_samples.png").is_file()
+
+
+def test_path_overrides_are_quoted_only_where_hydra_needs_it(tmp_path: Path) -> None:
+    a, b = tmp_path / "0_model=ae,latent_dim=8", tmp_path / "1_model=vae"
+    a.mkdir(), b.mkdir()
+    plain = ["run_dir=outputs/runs/x", "pretrained=a,null", "latent_dim=2,8", "model.lr=1e-3"]
+    assert quote_paths(plain) == plain
+    assert quote_paths([f"run_dir={a}"]) == [f"run_dir='{a}'"]
+    assert quote_paths([f"pretrained={a},{b},null"]) == [f"pretrained='{a}','{b}',null"]
+    assert quote_paths(["ckpt=/no/such=dir"]) == ["ckpt='/no/such=dir'"]  # then: does not exist
 
 
 def test_sample_refuses_bad_pairs(trained: dict[str, Path]) -> None:
@@ -125,16 +144,17 @@ def test_pretrained_encoder_is_the_autoencoders(trained: dict[str, Path]) -> Non
 
 def test_finetune_pretrained_and_from_scratch_in_one_sweep(trained: dict[str, Path], tmp_path: Path) -> None:
     """The README's command: one job fine-tunes the AE's encoder, the other trains from scratch."""
-    sweep = tmp_path / "sweep"
+    sweep, ae_job = tmp_path / "sweep", tmp_path / "0_model=ae,latent_dim=32"  # a sweep's job dir
+    ae_job.symlink_to(trained["ae"], target_is_directory=True)
     proc = run(
-        EXE, "-m", "experiment=finetune_classifier", f"pretrained={trained['ae']},null",
+        EXE, "-m", "experiment=finetune_classifier", f"pretrained={ae_job},null",
         "trainer.max_epochs=8", "data.val_size=2000", *QUIET, f"hydra.sweep.dir={sweep}",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(d for d in sweep.iterdir() if (d / "metrics.json").is_file())
     assert len(jobs) == 2
     configs = [yaml.safe_load((d / "config.yaml").read_text()) for d in jobs]
-    assert [c["pretrained"] for c in configs] == [str(trained["ae"]), None]
+    assert [c["pretrained"] for c in configs] == [str(ae_job), None]
     assert all(c["data"]["label_fraction"] == 0.01 for c in configs)
     accuracy = [read_metrics(d)["test/accuracy"] for d in jobs]
     assert all(0.5 < a <= 1 for a in accuracy), accuracy  # 550 labels, 72 steps: far above chance

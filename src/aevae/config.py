@@ -41,14 +41,33 @@ PATH_KEYS = ("ckpt", "run_dir", "out", "pretrained", "resume", "ckpt_path", "dat
 
 def quote_paths(args: list[str]) -> list[str]:
     """`run_dir=sweep/0_model=ae` as `run_dir='sweep/0_model=ae'`: Hydra's override grammar reads an
-    unquoted '=' in a value as a syntax error. Values with no '=' are left alone (`a,b` sweeps)."""
+    unquoted '=' in a value as a syntax error. A value with no '=' is left alone; one that is not a
+    path but a sweep over existing paths (`pretrained=a/0_x=1,a/1_x=2,null`) has each path quoted."""
     quoted = []
     for arg in args:
         key, sep, value = arg.partition("=")
         if sep and key.lstrip("+~") in PATH_KEYS and "=" in value and value[:1] not in ("'", '"'):
-            arg = f"{key}='{value.replace(chr(92), chr(92) * 2).replace(chr(39), chr(92) + chr(39))}'"
+            arg = f"{key}={','.join(_quoted(item) for item in _split_paths(value))}"
         quoted.append(arg)
     return quoted
+
+
+def _split_paths(value: str) -> list[str]:
+    """`value` as one path, or as the comma-separated existing paths (and nulls) it is made of."""
+    if Path(value).exists():
+        return [value]
+    items, current = [], ""
+    for piece in value.split(","):
+        current = f"{current},{piece}" if current else piece
+        if current == "null" or Path(current).exists():
+            items, current = [*items, current], ""
+    return items if items and not current else [value]
+
+
+def _quoted(item: str) -> str:
+    if item == "null":
+        return item
+    return "'" + item.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 @contextlib.contextmanager

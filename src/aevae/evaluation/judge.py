@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,6 +25,8 @@ from torch import Tensor
 
 from aevae.config import UserError
 from aevae.models import Classifier, load_checkpoint, resolve_checkpoint
+
+log = logging.getLogger(__name__)
 
 
 def cache_dir() -> Path:
@@ -47,10 +51,18 @@ def digit_judge(data_name: str, data_root: str, epochs: int, device: torch.devic
     first use), and its run dir (its metrics.json holds its test accuracy)."""
     run_dir = cache_dir() / "judge" / f"{data_name}-{epochs}epochs"
     with _locked(run_dir.with_suffix(".lock")):
-        if not (run_dir / "metrics.json").is_file():
-            _train(run_dir, data_name, data_root, epochs)
-    judge = load_checkpoint(resolve_checkpoint(run_dir), map_location=device, expect=Classifier)
-    return judge, run_dir
+        if (run_dir / "metrics.json").is_file():
+            try:
+                return _load(run_dir, device), run_dir
+            except RuntimeError as err:  # cached by an older aevae whose Classifier was different
+                log.warning("retraining the cached digit judge in %s: %s", run_dir, str(err).splitlines()[0])
+                shutil.rmtree(run_dir)
+        _train(run_dir, data_name, data_root, epochs)
+        return _load(run_dir, device), run_dir
+
+
+def _load(run_dir: Path, device: torch.device) -> Classifier:
+    return load_checkpoint(resolve_checkpoint(run_dir), map_location=device, expect=Classifier)
 
 
 def _train(run_dir: Path, data_name: str, data_root: str, epochs: int) -> None:
