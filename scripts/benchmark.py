@@ -6,4 +6,4 @@ Same as the `aevae-bench` command; see `python scripts/benchmark.py --help`.
 from aevae.benchmark import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

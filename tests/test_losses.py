@@ -83,3 +83,13 @@ def test_beta_weights_only_the_kl_in_the_loss() -> None:
     assert t["loss"] == pytest.approx(t["recon"] + 4.0 * t["kl"], rel=1e-6)
     assert t["neg_elbo"] == pytest.approx(t["recon"] + t["kl"], rel=1e-6)
     assert math.isfinite(t["loss"])
+
+
+@pytest.mark.parametrize("loss", [Bernoulli(), Gaussian(sigma=0.2)])
+def test_loss_of_many_draws_is_the_loss_of_each(loss) -> None:
+    """`of_draws` scores S decodings of each image at once, with and without gradients."""
+    logits, x = torch.randn(5, 3, 1, 28, 28), torch.rand(3, 1, 28, 28)
+    each = torch.stack([loss(draw, x) for draw in logits])  # [S, B]
+    torch.testing.assert_close(loss.of_draws(logits, x), each)
+    with torch.no_grad():
+        torch.testing.assert_close(loss.of_draws(logits, x), each, rtol=1e-5, atol=1e-3)

@@ -202,7 +202,13 @@ def _in_fresh_process(name: str, model: str, args: argparse.Namespace) -> Result
     return json.loads(proc.stdout.rsplit("RESULT ", 1)[1])
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> int:
+    """The `aevae-bench` command; exit status 0 (`run` returns the report)."""
+    run(argv)
+    return 0
+
+
+def run(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -287,4 +293,4 @@ def _print_table(report: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,0 +1,23 @@
+"""`aevae-bench` as a command: it runs its contenders in fresh processes and reports them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import EXE, mnist_root, run
+
+
+def test_bench_command_writes_its_report_and_exits_zero(tmp_path: Path) -> None:
+    out = tmp_path / "benchmark.json"
+    bench = str(Path(EXE).with_name("aevae-bench"))
+    proc = run(
+        bench, "--models", "ae", "--epochs", "2", "--skip", "tutorial", "aevae_b1024", "command",
+        "--data-root", str(mnist_root()), "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    runs = report["results"]["ae"]
+    assert set(runs) == {"hand", "aevae"} and report["epochs"] == 2
+    assert all(r["epoch_s"] > 0 and r["images"] == 55_000 and 0 < r["test_mse"] < 0.07 for r in runs.values())
+    assert any(line.startswith("ae    aevae") for line in proc.stdout.splitlines()), proc.stdout
