@@ -211,3 +211,26 @@ def test_compare_builds_the_tutorial_table(evaluated: dict[str, Path], tmp_path:
     assert {"active units", "linear probe accuracy ↑", "interpolation: largest / mean step ↓"} <= set(rows)
     assert not any("denoised" in row for row in rows)  # neither run was evaluated on noisy data
     assert png_size(tmp_path / "compare.png")[0] > 2 * 242
+
+
+def test_a_stale_cached_judge_is_retrained(
+    evaluated: dict[str, Path], private_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A judge cached by a version whose Classifier had other layers is trained again, not a crash."""
+    import shutil
+
+    from aevae.evaluation.judge import digit_judge
+
+    stale = tmp_path / "cache"
+    shutil.copytree(private_cache / "judge", stale / "judge")
+    checkpoints = sorted((stale / "judge" / "mnist-1epochs" / "checkpoints").glob("*.ckpt"))
+    for path in checkpoints:  # what an older Classifier would have saved: other parameter names
+        saved = torch.load(path, weights_only=True)
+        saved["state_dict"] = {k.replace("head.", "old_head."): v for k, v in saved["state_dict"].items()}
+        torch.save(saved, path)
+    monkeypatch.setenv("AEVAE_CACHE", str(stale))
+    judge, run_dir = digit_judge("mnist", str(mnist_root()), 1, torch.device("cpu"))
+    assert run_dir == stale / "judge" / "mnist-1epochs"
+    assert judge(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+    fresh = torch.load(sorted((run_dir / "checkpoints").glob("*.ckpt"))[0], weights_only=True)
+    assert any(k.startswith("head.") for k in fresh["state_dict"])
