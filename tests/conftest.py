@@ -123,5 +123,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {model: base / model for model in procs}
 
 
+def png_size(image: Path | bytes) -> tuple[int, int]:
+    """(width, height) of a PNG file or of its bytes, read from its header."""
+    data = image if isinstance(image, bytes) else image.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{image if isinstance(image, Path) else 'data'} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
 def read_metrics(run_dir: Path) -> dict[str, float]:
     return json.loads((run_dir / "metrics.json").read_text())

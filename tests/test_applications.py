@@ -4,7 +4,6 @@ pretraining an encoder for a classifier with few labels."""
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
 import pytest
@@ -17,13 +16,7 @@ from aevae.data import MNISTDataModule
 from aevae.data.noise import Corruption
 from aevae.models import load_checkpoint, resolve_checkpoint
 from aevae.models.classifier import Classifier
-from conftest import EXE, QUIET, SMALL_DATA, aevae_train, command, mnist_root, read_metrics, run
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
-    return struct.unpack(">II", data[16:24])
+from conftest import EXE, QUIET, SMALL_DATA, aevae_train, command, mnist_root, png_size, read_metrics, run
 
 
 def one_error_line(proc, program: str, expected: str) -> None:

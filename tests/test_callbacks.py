@@ -7,7 +7,6 @@ import math
 import os
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from aevae.config import UserError, compose_config
 from aevae.data import MNISTDataModule
 from aevae.models import load_checkpoint
 from aevae.train import build
-from conftest import REPO, aevae_train, mnist_root, read_metrics
+from conftest import REPO, aevae_train, mnist_root, png_size, read_metrics
 
 EPOCHS, STEPS_PER_EPOCH, PROJECTED = 3, 40, 1000
 #: Width and height of each media grid: 28 px images with 2 px padding, (columns, rows).
@@ -44,11 +43,6 @@ TENSORBOARD_CALLBACKS = ("reconstructions", "prior_samples", "interpolations", "
 
 def grid_size(columns: int, rows: int) -> tuple[int, int]:
     return columns * 30 + 2, rows * 30 + 2
-
-
-def png_size(data: bytes) -> tuple[int, int]:
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
-    return struct.unpack(">II", data[16:24])
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +18,7 @@ from aevae.evaluation.likelihood import likelihood_bounds
 from aevae.evaluation.reconstruction import decoding_quality
 from aevae.losses import log_mean_exp
 from aevae.models import load_checkpoint, resolve_checkpoint
-from conftest import REPO, command, finish, mnist_root, read_metrics, run, start
+from conftest import REPO, command, finish, mnist_root, png_size, read_metrics, run, start
 
 #: Small but complete: every measure, fewer draws and samples, a judge trained for one epoch.
 SMALL_EVAL = (
@@ -28,12 +27,6 @@ SMALL_EVAL = (
     "eval.interpolation_pairs=50",
     "eval.judge_epochs=1",
 )
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
-    return struct.unpack(">II", data[16:24])
 
 
 @pytest.fixture(scope="module")
