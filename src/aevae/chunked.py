@@ -19,6 +19,7 @@ import math
 import random
 import warnings
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor
 
 from aevae.config import UserError
+from aevae.graphs import CudaGraphs, StepGraph, baked_values, graph_unavailable
 from aevae.metrics import RunningTerms
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,9 @@ log = logging.getLogger(__name__)
 #: that a chunk of float images stays a few tens of MB.
 MAX_STEPS_PER_CHUNK = 64
 MAX_IMAGES_PER_CHUNK = 16_384
+
+#: How steps are captured and replayed (tests put an eager stand-in here).
+GRAPHS: Any = CudaGraphs
 
 
 def choose_steps_per_chunk(requested: int | str, intervals: dict[str, int], batch_size: int) -> int:
@@ -111,6 +116,10 @@ class ChunkedTraining(L.LightningModule):
         self.gradient_clip_algorithm = "norm"
         self._running = RunningTerms(len(self.term_names))
         self._rng_to_restore: dict[str, Any] | None = None
+        self._distributed = False  # set at train start
+        #: Capture each training step as a CUDA graph where that is possible (aevae.graphs).
+        self.cuda_graph = True
+        self._graph: StepGraph | bool | None = None  # False: eager steps, decided at the first step
 
     def terms(self, x: Tensor) -> dict[str, Tensor]:
         """Per-image loss terms `[B]`, keyed by `term_names`."""
@@ -125,26 +134,54 @@ class ChunkedTraining(L.LightningModule):
         if self.trainer.max_steps >= 0:  # stop exactly at max_steps, also inside a chunk
             batches = batches[: max(self.trainer.max_steps - self.global_step, 0)]
         optimizer = self.optimizers().optimizer  # the torch optimizer; its wrapper costs a step's worth
-        distributed = self.trainer.world_size > 1
+        graph = self._step_graph(optimizer)
+        values = None if graph is None else self.graph_values()  # None: this chunk runs eagerly
+        if values is not None:
+            values = baked_values(optimizer, values)  # schedulers and hooks change them between chunks
         losses = []
         for batch in batches:
-            terms = self.batch_terms(batch)
-            loss = terms["loss"].mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if distributed:
-                self._average_gradients()
-            if self.gradient_clip_val:
-                self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
-            optimizer.step()
-            losses.append(loss.detach())
-            self._running.add([terms[name].detach() for name in self.term_names])
+            if values is None:
+                loss, terms = self._step(batch, optimizer)
+            else:
+                loss, terms = graph(batch, values)  # type: ignore[misc]
+            losses.append(loss)
+            self._running.add(terms)
         if losses:
             self._stop_if_not_finite(torch.stack(losses))
         self._count_optimizer_steps(len(batches))
         every = self.trainer.log_every_n_steps
         if every > 0 and self.global_step % every == 0:
             self._log_train_interval()
+
+    def _step(self, batch: Sequence[Tensor], optimizer: torch.optim.Optimizer) -> tuple[Tensor, Tensor]:
+        """One optimizer update on one batch: its mean loss and per-image terms `[n_terms, B]`."""
+        terms = self.batch_terms(batch)
+        loss = terms["loss"].mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self._distributed:
+            self._average_gradients()
+        if self.gradient_clip_val:
+            self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
+        optimizer.step()
+        return loss.detach(), torch.stack([terms[name].detach() for name in self.term_names])
+
+    # -- the step as one CUDA graph (aevae.graphs) ----------------------------------------
+    def graph_values(self) -> tuple[Any, ...] | None:
+        """The Python values `terms` reads that may change during training (a captured step
+        is captured again when they do), or None while they change every step."""
+        return ()
+
+    def _step_graph(self, optimizer: torch.optim.Optimizer) -> StepGraph | None:
+        if self._graph is None:
+            reason = "cuda_graph=false" if not self.cuda_graph else graph_unavailable(self, optimizer, GRAPHS)
+            step = partial(self._step, optimizer=optimizer)
+            self._graph = False if reason else StepGraph(step, optimizer, GRAPHS)
+            if reason and self.cuda_graph:
+                log.info("training steps run eagerly, not as a CUDA graph: %s", reason)
+            elif not reason:
+                log.info("training steps are captured as a CUDA graph (cuda_graph=true)")
+        return self._graph or None
 
     # -- what Lightning's optimizer wrapper and DDP reducer would have done ------------
     def _count_optimizer_steps(self, n: int) -> None:
@@ -162,6 +199,8 @@ class ChunkedTraining(L.LightningModule):
         """Under DDP, several backward passes in one DDP forward would break its reducer:
         switch it off and average gradients per step in `_average_gradients` instead."""
         self._restore_rng()
+        self._graph = None  # decided again for this fit's optimizer at its first step
+        self._distributed = self.trainer.world_size > 1
         wrapper = self.trainer.strategy.model
         if isinstance(wrapper, torch.nn.parallel.DistributedDataParallel):
             wrapper.require_backward_grad_sync = False
@@ -194,6 +233,8 @@ class ChunkedTraining(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["aevae_train_terms"] = self._running.state_dict()
+        if isinstance(self._graph, StepGraph):
+            self._graph.as_configured(checkpoint.get("optimizer_states", []))
         checkpoint["aevae_rng"] = {"torch": torch.get_rng_state(), "python": random.getstate()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             checkpoint["aevae_rng"]["cuda"] = torch.cuda.get_rng_state_all()

@@ -46,18 +46,19 @@ class RunningTerms:
     """
 
     def __init__(self, n_terms: int) -> None:
-        self.pending: list[list[Tensor]] = []
+        self.pending: list[Tensor] = []
         self.interval, self.interval_images = torch.zeros(n_terms), 0
         self.epoch, self.epoch_images = torch.zeros(n_terms), 0
 
-    def add(self, terms: list[Tensor]) -> None:
+    def add(self, terms: Tensor) -> None:
+        """One step's per-image terms `[n_terms, B]`."""
         self.pending.append(terms)
 
     def _reduce(self) -> None:
         if self.pending:
-            sums = torch.stack([torch.cat(values).sum() for values in zip(*self.pending, strict=True)])
+            sums = torch.cat(self.pending, dim=1).sum(1)
             self.interval = self.interval.to(sums.device) + sums
-            self.interval_images += sum(len(step[0]) for step in self.pending)
+            self.interval_images += sum(step.shape[1] for step in self.pending)
             self.pending = []
 
     def take_interval(self) -> Tensor | None:

@@ -88,6 +88,7 @@ def build(cfg: DictConfig) -> Run:
     # Clipping happens inside the chunked steps (manual optimization), not in Lightning's loop.
     model.gradient_clip_val = cfg.trainer.get("gradient_clip_val")
     model.gradient_clip_algorithm = cfg.trainer.get("gradient_clip_algorithm") or "norm"
+    model.cuda_graph = cfg.get("cuda_graph", True)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [
         instantiate(c, **_resumed_logger_kwargs(c, resume_step)) for c in (cfg.get("logger") or {}).values()

@@ -100,6 +100,7 @@ RULES = (
     Rule("seed", "an integer", _is_int),
     Rule("test", "true or false", lambda v: isinstance(v, bool)),
     Rule("steps_per_chunk", "auto or an integer >= 1", lambda v: v == "auto" or int_at_least(1)(v)),
+    Rule("cuda_graph", "true or false", lambda v: isinstance(v, bool)),
     Rule("data.name", f"one of {', '.join(DATASET_NAMES)}", one_of(DATASET_NAMES)),
     Rule("data.root", "a path", path, optional=True),
     Rule("data.download", "true or false", lambda v: isinstance(v, bool)),

@@ -90,6 +90,10 @@ class VAE(Autoencoder):
             ) / self.kl_warmup_epochs
             self.kl_weight = self.beta * min(1.0, fraction)
 
+    def graph_values(self) -> tuple[float, ...] | None:
+        """The KL weight is baked into a captured step: eager steps while it ramps up."""
+        return None if self.kl_weight != self.beta else (self.kl_weight,)
+
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
         self.log("train/kl_weight", self.kl_weight)
