@@ -55,6 +55,14 @@ def test_two_by_two_sweep_and_its_summary(tmp_path: Path, launcher: list[str]) -
     assert "| ae | 2 | ok |" in (tmp_path / "summary.md").read_text()
 
 
+def test_a_config_group_override_names_one_flat_job_dir(tmp_path: Path) -> None:
+    proc = sweep(tmp_path, "model/net=mlp", "latent_dim=2", "test=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (job,) = job_dirs(tmp_path)
+    assert "model.net=mlp" in job.name.split(",") and (job / "checkpoints" / "last.ckpt").is_file()
+    assert summary_main([str(tmp_path)]) == 0
+
+
 def test_a_failing_job_does_not_stop_the_others(tmp_path: Path) -> None:
     proc = sweep(tmp_path, "latent_dim=2,0,8")
     assert proc.returncode != 0  # the sweep says that a job failed

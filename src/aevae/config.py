@@ -7,6 +7,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 
 def _config_dir() -> Path:
     """conf/ packaged inside the wheel, else the source checkout's conf/ (editable installs)."""
@@ -17,6 +19,15 @@ def _config_dir() -> Path:
 
 
 CONFIG_DIR = _config_dir()
+
+
+def one_folder(name: str) -> str:
+    """A sweep job's overrides as one folder name (`${aevae.folder:...}` in conf/hydra): the '/'
+    of a config group (`model/net=conv`) would otherwise nest the job dir in a folder `0_model`."""
+    return str(name).replace("/", ".")
+
+
+OmegaConf.register_new_resolver("aevae.folder", one_folder, replace=True)
 
 
 class UserError(ValueError):
