@@ -7,7 +7,8 @@ For each model it times
   (a) the classic tutorial loop as written: torchvision ToTensor + DataLoader, 60k images;
   (b) a hand-written eager loop over the same tensor-resident split aevae trains on;
   (c) aevae at its defaults (the full `aevae-train` config: logger, checkpoints, progress bar);
-  (d) aevae at batch 1024.
+  (d) aevae at batch 1024;
+  (e) on a GPU, aevae with `cuda_graph=false`: its eager steps, against (c)'s captured ones.
 Each runs in a fresh process. The first epoch of each is warm-up and excluded; the
 median of the others is reported (over `--repeats` interleaved rounds).
 """
@@ -96,7 +97,7 @@ def tutorial_loop(model: str, root: str, epochs: int, device: torch.device) -> R
     times = _timed_epochs(epoch, epochs, device)
     test = datasets.MNIST(root, train=False, download=False).data.to(device)
     mse = _test_mse(lambda x: decoder(encoder(x)[:, :32]), test)
-    return {"epoch_times": _steady(times), "images": len(train), "test_mse": mse}
+    return {"epoch_times": times, "images": len(train), "test_mse": mse}
 
 
 # -- (b) the eager floor: no framework, same data path and math as aevae's defaults ------
@@ -126,7 +127,7 @@ def hand_loop(model: str, dm: MNISTDataModule, epochs: int, device: torch.device
 
     times = _timed_epochs(epoch, epochs, device)
     mse = _test_mse(lambda x: torch.sigmoid(decoder(encoder(x)[:, :32])), dm.splits["test"][0].to(device))
-    return {"epoch_times": _steady(times), "images": len(images), "test_mse": mse}
+    return {"epoch_times": times, "images": len(images), "test_mse": mse}
 
 
 # -- (c)/(d) aevae itself, through the same build path as `aevae-train` ----------------------
@@ -142,7 +143,7 @@ def aevae_run(model: str, overrides: list[str], epochs: int) -> Result:
         run.trainer.test(run.model, datamodule=run.datamodule, verbose=False)
         mse = float(run.trainer.callback_metrics["test/mse"])
         images = run.datamodule.splits["train"][0].shape[0]
-    return {"epoch_times": _steady(timer.epoch_seconds), "images": images, "test_mse": mse}
+    return {"epoch_times": timer.epoch_seconds, "images": images, "test_mse": mse}
 
 
 # -- the whole command: startup and memory -------------------------------------------------
@@ -166,7 +167,9 @@ def command_costs(root: str, accelerator: str) -> dict[str, float]:
     return {"one_step_command_s": startup, "default_epoch_peak_rss_mb": peak_kb / 1024}
 
 
-CONTENDERS = ("tutorial", "hand", "aevae", "aevae_b1024")
+CONTENDERS = ("tutorial", "hand", "aevae", "aevae_eager", "aevae_b1024")
+#: Run only on a GPU: on the CPU, aevae's steps are eager anyway.
+GPU_ONLY = ("aevae_eager",)
 
 
 def measure(name: str, model: str, args: argparse.Namespace) -> Result:
@@ -182,9 +185,8 @@ def measure(name: str, model: str, args: argparse.Namespace) -> Result:
     if name == "hand":
         dm.setup()
         return hand_loop(model, dm, args.epochs, device, args.seed)
-    return aevae_run(
-        model, [*common, *(["data.batch_size=1024"] if name == "aevae_b1024" else [])], args.epochs
-    )
+    variant = {"aevae_b1024": ["data.batch_size=1024"], "aevae_eager": ["cuda_graph=false"]}.get(name, [])
+    return aevae_run(model, [*common, *variant], args.epochs)
 
 
 def _in_fresh_process(name: str, model: str, args: argparse.Namespace) -> Result:
@@ -226,7 +228,8 @@ def run(argv: list[str] | None = None) -> dict:
         print("RESULT " + json.dumps(measure(*args.worker, args)))
         return {}
 
-    names = [name for name in CONTENDERS if name not in args.skip]
+    on_gpu = torch.device(args.device).type == "cuda"
+    names = [n for n in CONTENDERS if n not in args.skip and (on_gpu or n not in GPU_ONLY)]
     rounds = [  # interleaved, so drift in the machine's speed hits every contender alike
         {(name, model): _in_fresh_process(name, model, args) for model in args.models for name in names}
         for _ in range(args.repeats)
@@ -234,7 +237,11 @@ def run(argv: list[str] | None = None) -> dict:
     results = {
         model: {
             name: {
-                "epoch_s": statistics.median(t for r in rounds for t in r[name, model]["epoch_times"]),
+                "epoch_s": statistics.median(
+                    t for r in rounds for t in _steady(r[name, model]["epoch_times"])
+                ),
+                # all epochs, warm-up included: the training time behind test_mse
+                "train_s": statistics.median(sum(r[name, model]["epoch_times"]) for r in rounds),
                 "images": rounds[-1][name, model]["images"],
                 "test_mse": rounds[-1][name, model]["test_mse"],
             }
@@ -278,7 +285,7 @@ def _print_table(report: dict) -> None:
         "ratios are time per image"
     )
     header = f"{'model':5} {'run':12} {'s/epoch':>8} {'images/s':>9} "
-    header += f"{'x tutorial':>10} {'x hand':>7} {'test mse':>9}"
+    header += f"{'x tutorial':>10} {'x hand':>7} {'test mse':>9} {'train s':>8}"
     print(header)
     print("-" * len(header))
     for model, runs in report["results"].items():
@@ -286,7 +293,7 @@ def _print_table(report: dict) -> None:
             print(
                 f"{model:5} {name:12} {r['epoch_s']:8.3f} {r['images'] / r['epoch_s']:9.0f} "
                 f"{_time_ratio(r, runs.get('tutorial')):>10} {_time_ratio(r, runs.get('hand')):>7} "
-                f"{r['test_mse']:9.5f}"
+                f"{r['test_mse']:9.5f} {r['train_s']:8.2f}"
             )
     for key, value in report["command"].items():
         print(f"{key}: {value:.2f}")
