@@ -132,3 +132,21 @@ def test_checkpoints_keep_the_optimizer_as_configured() -> None:
     assert saved["param_groups"][0]["capturable"] is False
     assert optimizer.param_groups[0]["capturable"] is True  # the live optimizer keeps it
     torch.optim.Adam([torch.nn.Parameter(torch.zeros(3))], lr=1e-3).load_state_dict(saved)
+
+
+def test_a_failed_capture_falls_back_to_eager_steps(tmp_path: Path, stand_in, monkeypatch, caplog) -> None:
+    def refuse(run):
+        raise RuntimeError("operation not permitted when stream is capturing\nmore detail")
+
+    monkeypatch.setattr(StandInGraphs, "capture", staticmethod(refuse))
+    common = ("logger=none", "callbacks=none", "trainer.max_steps=40", "model=vae")
+    eager = fit(tmp_path / "eager", *common, "cuda_graph=false")
+    with caplog.at_level(logging.WARNING, logger="aevae.graphs"):
+        graphed = fit(tmp_path / "graphed", *common)
+    assert graphed.model._graph.failed and graphed.trainer.global_step == 40
+    assert [r.getMessage() for r in caplog.records if r.name == "aevae.graphs"] == [
+        "training steps run eagerly from here: capturing one failed "
+        "(operation not permitted when stream is capturing)"
+    ]
+    for g, e in zip(graphed.model.parameters(), eager.model.parameters(), strict=True):
+        torch.testing.assert_close(g, e, rtol=0, atol=0)

@@ -17,12 +17,15 @@ stays eager, with one log line saying why.
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
+
+log = logging.getLogger(__name__)
 
 #: A training step: batch -> (mean loss, per-image terms `[n_terms, B]`), both detached.
 Step = Callable[[Sequence[Tensor]], tuple[Tensor, Tensor]]
@@ -111,6 +114,7 @@ class StepGraph:
         self.shapes: tuple[Any, ...] | None = None  # of the batches captured; others run eagerly
         self.values: tuple[Any, ...] | None = None
         self.captures = 0
+        self.failed = False
 
     def __call__(self, batch: Sequence[Tensor], values: tuple[Any, ...]) -> tuple[Tensor, Tensor]:
         if self.warmup_left:
@@ -118,10 +122,16 @@ class StepGraph:
             with self.backend.side_stream():
                 return self.step(batch)
         shapes = tuple((t.shape, t.dtype, t.device) for t in batch)
-        if self.shapes is not None and shapes != self.shapes:
+        if self.failed or (self.shapes is not None and shapes != self.shapes):
             return self.step(batch)
         if self.replay is None or values != self.values:
-            self._capture(batch, shapes, values)
+            try:
+                self._capture(batch, shapes, values)
+            except RuntimeError as err:  # capture records and runs nothing: the step can still run
+                self.failed, self.replay = True, None
+                reason = _first_line(err)
+                log.warning("training steps run eagerly from here: capturing one failed (%s)", reason)
+                return self.step(batch)
         for static, new in zip(self.inputs, batch, strict=True):
             static.copy_(new)
         loss, terms = self.replay()  # type: ignore[misc]
@@ -140,3 +150,7 @@ class StepGraph:
         for state in optimizer_states:
             for group, capturable in zip(state["param_groups"], self.configured, strict=True):
                 group["capturable"] = capturable
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
