@@ -9,7 +9,8 @@ PyTorch steps on them. Lightning still counts optimizer steps, not chunks:
 see single updates. `configure_chunks` picks K so that every step-counted
 interval and the epoch are whole numbers of chunks, and restates the
 batch-counted Trainer limits (`limit_train_batches`, integer
-`val_check_interval`) in chunks.
+`val_check_interval`) in chunks. On a GPU each of those steps is replayed from a
+CUDA graph (`aevae.graphs`).
 """
 
 from __future__ import annotations
