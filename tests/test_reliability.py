@@ -7,7 +7,9 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import pytest
 import torch
 
@@ -211,40 +213,66 @@ def test_checkpoints_are_written_whole(tmp_path: Path) -> None:
 
 
 # -- NaN guard ---------------------------------------------------------------------------------
-def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path: Path) -> None:
-    cfg = compose_config(
-        [
-            f"data.root={mnist_root()}",
-            "data.train_size=1280",
-            "data.val_size=500",
-            "logger=none",
-            "callbacks.progress_bar.refresh_rate=0",
-            "callbacks.step_checkpoint.every_n_train_steps=20",
-            "trainer.max_epochs=3",
-            "test=false",
-        ],
-        output_dir=tmp_path,
-    )
+def fit_with_a_nan(
+    tmp_path: Path, nan_step: int, *overrides: str, spy: L.Callback | None = None
+) -> tuple[Any, NonFiniteLossError]:
+    """Train 3 epochs (20 steps a chunk) whose optimizer step `nan_step` has a NaN loss."""
+    common = ("data.train_size=1280", "data.val_size=500", "logger=none", "trainer.max_epochs=3")
+    common = (*common, "test=false")
+    cfg = compose_config([f"data.root={mnist_root()}", *common, *QUIET, *overrides], output_dir=tmp_path)
     run_ = build(cfg)
+    run_.trainer.callbacks.extend([spy] if spy else [])
     terms, steps = run_.model.terms, []
 
     def poisoned(x: torch.Tensor) -> dict[str, torch.Tensor]:
         out = terms(x)
         if run_.model.training:  # not the sanity check or validation
             steps.append(1)
-        return {"loss": out["loss"] * float("nan")} if run_.model.training and len(steps) == 31 else out
+        return {"loss": out["loss"] * float("nan")} if run_.model.training and len(steps) == nan_step else out
 
     run_.model.terms = poisoned
     with pytest.raises(NonFiniteLossError) as err:
         run_.trainer.fit(run_.model, datamodule=run_.datamodule)
+    return run_, err.value
+
+
+def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path: Path) -> None:
+    _, err = fit_with_a_nan(tmp_path, 31, "callbacks.step_checkpoint.every_n_train_steps=20")
     last = tmp_path / "checkpoints" / "last.ckpt"
-    assert str(err.value) == (
+    assert str(err) == (
         f"non-finite loss (nan) at optimizer step 31: training stopped; the last good checkpoint is "
         f"{last} (step 20); lower model.lr or set trainer.gradient_clip_val"
     )
     model = load_checkpoint(last)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert peek(last)["global_step"] == 20
+
+
+class EpochEnds(L.Callback):
+    def __init__(self) -> None:
+        self.epochs: list[int] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epochs.append(trainer.current_epoch)
+
+
+def test_a_nan_is_caught_before_the_next_chunk_and_before_the_epoch_ends(tmp_path: Path) -> None:
+    """A chunk's losses are read when the next chunk starts (the device has finished them by
+    then, so the host never holds it up), and at once for the last chunk of an epoch."""
+    # two chunks of 20 steps an epoch; the NaN is in the first
+    run_, err = fit_with_a_nan(tmp_path / "mid", 5, "data.train_size=2560", "trainer.log_every_n_steps=20")
+    assert "at optimizer step 5: training stopped; no checkpoint was saved before it" in str(err)
+    adam_steps = {int(state["step"]) for state in run_.trainer.optimizers[0].state.values()}
+    assert adam_steps == {20}  # the first chunk's updates, none of the second's
+
+    epoch_ends = EpochEnds()
+    no_validation = ("trainer.limit_val_batches=0", "callbacks.model_checkpoint.monitor=null")
+    _, err = fit_with_a_nan(tmp_path / "end", 30, *no_validation, spy=epoch_ends)  # epoch 2: one chunk
+    assert "at optimizer step 30: training stopped; the last good checkpoint is" in str(err)
+    assert epoch_ends.epochs == [0]  # no callback saw the second epoch's weights
+    checkpoints = tmp_path / "end" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("*.ckpt")) == ["epoch000.ckpt", "last.ckpt"]
+    assert peek(checkpoints / "last.ckpt")["global_step"] == 20
 
 
 # -- reproducibility and checkpoint loading ---------------------------------------------------

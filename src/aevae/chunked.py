@@ -118,6 +118,7 @@ class ChunkedTraining(L.LightningModule):
         self._running = RunningTerms(len(self.term_names))
         self._rng_to_restore: dict[str, Any] | None = None
         self._distributed = False  # set at train start
+        self._unchecked: tuple[Tensor, int] | None = None  # a chunk's losses and its first step
         #: Capture each training step as a CUDA graph where that is possible (aevae.graphs).
         self.cuda_graph = True
         self._graph: StepGraph | bool | None = None  # False: eager steps, decided at the first step
@@ -134,6 +135,7 @@ class ChunkedTraining(L.LightningModule):
         batches = chunk if isinstance(chunk, list) else [chunk]
         if self.trainer.max_steps >= 0:  # stop exactly at max_steps, also inside a chunk
             batches = batches[: max(self.trainer.max_steps - self.global_step, 0)]
+        self._check_finite()  # the previous chunk's losses: the device has finished it by now
         optimizer = self.optimizers().optimizer  # the torch optimizer; its wrapper costs a step's worth
         graph = self._step_graph(optimizer)
         values = None if graph is None else self.graph_values()  # None: this chunk runs eagerly
@@ -148,7 +150,10 @@ class ChunkedTraining(L.LightningModule):
             losses.append(loss)
             self._running.add(terms)
         if losses:
-            self._stop_if_not_finite(torch.stack(losses))
+            self._unchecked = (torch.stack(losses), self.global_step)
+            ends = self.trainer.max_steps >= 0 and self.global_step + len(losses) >= self.trainer.max_steps
+            if self._distributed or ends or chunk_idx + 1 >= self.trainer.num_training_batches:
+                self._check_finite()  # before epoch-end callbacks read the weights; all ranks at once
         self._count_optimizer_steps(len(batches))
         every = self.trainer.log_every_n_steps
         if every > 0 and self.global_step % every == 0:
@@ -215,8 +220,19 @@ class ChunkedTraining(L.LightningModule):
             grad.copy_(averaged.view_as(grad))
 
     # -- guards and state a resumed run needs ------------------------------------------
-    def _stop_if_not_finite(self, losses: Tensor) -> None:
-        """Stop at a NaN/Inf loss before anything saves the damaged weights (one host sync per chunk)."""
+    def _check_finite(self) -> None:
+        """Stop at a NaN/Inf loss before anything saves the damaged weights.
+
+        Reading the losses waits for the device. Done at the next chunk's start (or before a
+        checkpoint, a validation, the epoch's end), the device has long finished them, and the
+        host never holds up a GPU between chunks; under DDP every chunk is checked at its end.
+        """
+        if self._unchecked is not None:
+            losses, first_step = self._unchecked
+            self._unchecked = None
+            self._stop_if_not_finite(losses, first_step)
+
+    def _stop_if_not_finite(self, losses: Tensor, first_step: int) -> None:
         finite = torch.isfinite(losses).all()
         if self.trainer.world_size > 1:  # every rank stops together, or none does
             flag = finite.to(torch.int32)
@@ -227,12 +243,13 @@ class ChunkedTraining(L.LightningModule):
         bad = (~torch.isfinite(losses)).nonzero()
         first = int(bad[0]) if len(bad) else 0  # another rank's loss may be the bad one
         raise NonFiniteLossError(
-            f"non-finite loss ({losses[first].item()}) at optimizer step {self.global_step + first + 1}: "
+            f"non-finite loss ({losses[first].item()}) at optimizer step {first_step + first + 1}: "
             f"training stopped; {_last_checkpoint(self.trainer)}; "
             "lower model.lr or set trainer.gradient_clip_val"
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._check_finite()
         checkpoint["aevae_train_terms"] = self._running.state_dict()
         if isinstance(self._graph, StepGraph):
             self._graph.as_configured(checkpoint.get("optimizer_states", []))
@@ -276,7 +293,14 @@ class ChunkedTraining(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._running = RunningTerms(len(self.term_names))
 
+    def on_validation_start(self) -> None:
+        self._check_finite()
+
+    def on_train_end(self) -> None:
+        self._check_finite()
+
     def on_train_epoch_end(self) -> None:
+        self._check_finite()
         schedulers = self.lr_schedulers()  # manual optimization: stepping them is ours
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
             scheduler.step()
