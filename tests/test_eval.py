@@ -16,6 +16,7 @@ from aevae.data import MNISTDataModule, to_float
 from aevae.evaluation.compression import UniformQuantizer, compressed_quality
 from aevae.evaluation.likelihood import likelihood_bounds
 from aevae.evaluation.reconstruction import decoding_quality
+from aevae.evaluation.representation import fit_linear_probe
 from aevae.losses import log_mean_exp
 from aevae.models import load_checkpoint, resolve_checkpoint
 from conftest import REPO, command, finish, mnist_root, png_size, read_metrics, run, start
@@ -134,6 +135,20 @@ def test_passes_do_not_change_the_estimate(vae_and_images: tuple) -> None:
     torch.testing.assert_close(one["iw_nll"], -log_mean_exp(log_w), rtol=1e-5, atol=1e-3)
 
 
+@pytest.mark.parametrize("c", [0.01, 1.0])
+def test_linear_probe_solves_scikit_learns_objective(c: float) -> None:
+    """At the probe's weights the gradient of ||W||^2/2 + C * summed cross-entropy vanishes:
+    the fit converged, and to scikit-learn's default problem (C = 1), not a stronger one."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (600,), generator=generator)
+    codes = torch.randn(600, 5, generator=generator) + torch.eye(3, 5)[labels] * 1.5
+    weight, bias = fit_linear_probe(codes, labels, classes=3, inverse_regularization=c)
+    weight.requires_grad_(), bias.requires_grad_()
+    summed = torch.nn.functional.cross_entropy(codes @ weight + bias, labels, reduction="sum")
+    (weight.square().sum() / 2 + c * summed).backward()
+    assert weight.norm() > 0.1 and torch.cat([weight.grad.flatten(), bias.grad]).abs().max() < 1e-3 * c * 600
+
+
 def test_quantization_at_16_bits_keeps_the_float_quality(trained: dict[str, Path]) -> None:
     model = load_checkpoint(resolve_checkpoint(trained["ae"]))
     datamodule = MNISTDataModule(root=str(mnist_root()), download=False, train_size=5000)
@@ -165,6 +180,7 @@ def test_bad_checkpoints_get_one_line(tmp_path: Path, trained: dict[str, Path]) 
         ([], "give one of ckpt=CHECKPOINT or run_dir=RUN_DIR"),
         ([f"run_dir={trained['ae']}", "eval.iw_samples=0"], "eval.iw_samples=0 is not allowed"),
         ([f"run_dir={trained['ae']}", "eval.bits=40"], "eval.bits=40 is not allowed"),
+        ([f"run_dir={trained['ae']}", "eval.probe_c=0"], "eval.probe_c=0 is not allowed"),
         ([f"run_dir={trained['ae']}", "data.noise=blur"], "data.noise='blur' is not allowed"),
         ([f"run_dir={trained['ae']}", "device=tpu"], "device='tpu' is not allowed"),
     ]

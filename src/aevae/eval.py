@@ -83,7 +83,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                     some = test_x[fixed_indices(len(test_x), options.iw_images, cfg.seed).to(device)]
                 metrics |= prefixed("likelihood", _likelihood(model, some, options, generator))
         with clock("representation"):
-            metrics["repr/linear_probe"] = linear_probe_accuracy(train_codes, train_y, test_codes, test_y)
+            metrics["repr/linear_probe"] = linear_probe_accuracy(
+                train_codes, train_y, test_codes, test_y, inverse_regularization=options.probe_c
+            )
             metrics["repr/knn"] = knn_accuracy(train_codes, train_y, test_codes, test_y, k=options.knn_k)
         with clock("smoothness"):
             pairs = fixed_indices(len(test_x), 2 * options.interpolation_pairs, cfg.seed).to(device)

@@ -176,6 +176,7 @@ RULES = (
     Rule("eval.iw_images", "null or an integer >= 1", int_at_least(1), optional=True),
     Rule("eval.bits", f"an integer in [1, {MAX_BITS}]", int_between(1, MAX_BITS)),
     Rule("eval.rate_distortion_bits", f"a list of integers in [1, {MAX_BITS}]", int_list(1, MAX_BITS)),
+    Rule("eval.probe_c", "a number > 0", number_above(0)),
     Rule("eval.knn_k", "an integer >= 1", int_at_least(1)),
     Rule("eval.interpolation_pairs", "an integer >= 1", int_at_least(1)),
     Rule("eval.interpolation_steps", "an integer >= 2", int_at_least(2)),

@@ -13,39 +13,42 @@ def standardize(train: Tensor, test: Tensor) -> tuple[Tensor, Tensor]:
     return (train - mean) / std, (test - mean) / std
 
 
-def linear_probe_accuracy(
-    train_codes: Tensor,
-    train_labels: Tensor,
-    test_codes: Tensor,
-    test_labels: Tensor,
-    weight_decay: float = 1e-4,
-    iterations: int = 200,
-) -> float:
-    """Test accuracy of multinomial logistic regression fitted to the frozen train codes.
+def fit_linear_probe(
+    codes: Tensor, labels: Tensor, classes: int, inverse_regularization: float = 1.0, iterations: int = 200
+) -> tuple[Tensor, Tensor]:
+    """Weight and bias of multinomial logistic regression on `codes`, fitted to convergence.
 
-    Full-batch L-BFGS on standardized codes: the convex problem is solved to convergence in
-    a fraction of a second, so the number says what the code holds, not how long it was fitted.
+    The objective is scikit-learn's `LogisticRegression(C=inverse_regularization)`,
+    ||W||^2 / 2 + C * (cross-entropy summed over the codes), divided by C * n to keep its
+    scale fixed; full-batch L-BFGS solves this convex problem in a fraction of a second.
     """
-    train_codes, test_codes = standardize(train_codes.float(), test_codes.float())
-    classes = int(max(train_labels.max(), test_labels.max())) + 1
-    weight = torch.zeros(train_codes.shape[1], classes, device=train_codes.device, requires_grad=True)
-    bias = torch.zeros(classes, device=train_codes.device, requires_grad=True)
+    weight_decay = 1 / (2 * inverse_regularization * len(codes))
+    weight = torch.zeros(codes.shape[1], classes, device=codes.device, requires_grad=True)
+    bias = torch.zeros(classes, device=codes.device, requires_grad=True)
     optimizer = torch.optim.LBFGS(
         [weight, bias], max_iter=iterations, history_size=20, line_search_fn="strong_wolfe"
     )
 
     def objective() -> Tensor:
         optimizer.zero_grad()
-        loss = (
-            F.cross_entropy(train_codes @ weight + bias, train_labels) + weight_decay * weight.square().sum()
-        )
+        loss = F.cross_entropy(codes @ weight + bias, labels) + weight_decay * weight.square().sum()
         loss.backward()
         return loss
 
     with torch.enable_grad():
         optimizer.step(objective)
-    with torch.no_grad():
-        predicted = (test_codes @ weight + bias).argmax(1)
+    return weight.detach(), bias.detach()
+
+
+def linear_probe_accuracy(
+    train_codes: Tensor, train_labels: Tensor, test_codes: Tensor, test_labels: Tensor, **fit_options
+) -> float:
+    """Test accuracy of a linear probe fitted to the frozen, standardized train codes: the number
+    says what the code holds, not how long the probe was trained."""
+    train_codes, test_codes = standardize(train_codes.float(), test_codes.float())
+    classes = int(max(train_labels.max(), test_labels.max())) + 1
+    weight, bias = fit_linear_probe(train_codes, train_labels, classes, **fit_options)
+    predicted = (test_codes @ weight + bias).argmax(1)
     return (predicted == test_labels).float().mean().item()
 
 
