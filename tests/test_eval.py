@@ -222,6 +222,19 @@ def test_compare_builds_the_tutorial_table(evaluated: dict[str, Path], tmp_path:
     assert png_size(tmp_path / "compare.png")[0] > 2 * 242
 
 
+def test_compare_names_its_columns(evaluated: dict[str, Path], tmp_path: Path) -> None:
+    runs = [str(evaluated["ae"]), str(evaluated["vae"])]
+    proc = run(*command("compare"), *runs, "--out", str(tmp_path), "--names", "MLP AE", "MLP VAE")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    header = (tmp_path / "compare.md").read_text().splitlines()[0]
+    assert [cell.strip() for cell in header.strip("|").split("|")][2:] == ["MLP AE", "MLP VAE"]
+    proc = run(*command("compare"), *runs, "--out", str(tmp_path), "--names", "one")
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert proc.returncode == 2 and errors == [
+        "aevae-compare: error: --names needs one name per run: got 1 for 2 runs"
+    ], proc.stderr
+
+
 def test_a_stale_cached_judge_is_retrained(
     evaluated: dict[str, Path], private_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

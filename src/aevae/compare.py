@@ -22,6 +22,7 @@ ROWS = (
     ("", "−ELBO, nats/image ↓", "likelihood/neg_elbo", ".1f"),
     ("", "importance-weighted NLL, nats/image ↓", "likelihood/iw_nll", ".1f"),
     ("", "importance samples per image", "likelihood/iw_samples", ".0f"),
+    ("", "test images in those estimates", "likelihood/images", ".0f"),
     ("regularisation: KL to the prior", "KL, nats/image", "likelihood/kl", ".1f"),
     ("", "active units", "latent/active_units", ".0f"),
     ("", "interpolation: RMS change per step ↓", "smoothness/step_change", ".4f"),
@@ -76,11 +77,11 @@ def samples_figure(reports: list[dict[str, Any]], path: Path) -> Path | None:
     for ax, report in zip(axes[0], shown, strict=True):
         ax.imshow(plt.imread(report["dir"] / "samples.png"), cmap="gray")
         likeness = report["metrics"].get("samples/digit_likeness")
-        title = f"{report['model']}, latent_dim {report['latent_dim']}"  # job dir names run long
+        title = report.get("label") or f"{report['model']}, latent_dim {report['latent_dim']}"
         ax.set_title(f"{title}\ndigit-likeness {likeness:.3f}" if likeness is not None else title)
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # two-line titles stay inside
     plt.close(fig)
     return path
 
@@ -93,8 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=Path("compare"), help="where to write (default: ./compare)"
     )
+    parser.add_argument(
+        "--names", nargs="+", metavar="NAME", help="one column title per run (default: model and job dir)"
+    )
     args = parser.parse_args(argv)
+    if args.names and len(args.names) != len(args.runs):
+        parser.error(f"--names needs one name per run: got {len(args.names)} for {len(args.runs)} runs")
     reports = [read_eval(run) for run in args.runs]
+    for report, name in zip(reports, args.names or (), strict=False):
+        report["name"] = report["label"] = name
     args.out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(reports)
     (args.out / "compare.md").write_text(table)
