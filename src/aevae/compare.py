@@ -40,13 +40,15 @@ ROWS = (
 
 
 def read_eval(run: Path) -> dict[str, Any]:
-    """A run dir's eval.json (or the eval.json given itself), with `name` and `dir` added."""
+    """A run dir's eval.json (or the eval.json given itself), with `dir`, `name` (its column)
+    and `title` (its picture: job dir names run long) added."""
     path = run if run.suffix == ".json" else run / "eval.json"
     if not path.is_file():
         raise SystemExit(f"aevae-compare: error: {path} does not exist; run aevae-eval run_dir={run} first")
     report = json.loads(path.read_text())
     report["dir"] = path.parent
     report["name"] = f"{report['model']} ({path.parent.name})"
+    report["title"] = f"{report['model']}, latent_dim {report['latent_dim']}"
     return report
 
 
@@ -77,7 +79,7 @@ def samples_figure(reports: list[dict[str, Any]], path: Path) -> Path | None:
     for ax, report in zip(axes[0], shown, strict=True):
         ax.imshow(plt.imread(report["dir"] / "samples.png"), cmap="gray")
         likeness = report["metrics"].get("samples/digit_likeness")
-        title = report.get("label") or f"{report['model']}, latent_dim {report['latent_dim']}"
+        title = report["title"]
         ax.set_title(f"{title}\ndigit-likeness {likeness:.3f}" if likeness is not None else title)
         ax.axis("off")
     fig.tight_layout()
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--names needs one name per run: got {len(args.names)} for {len(args.runs)} runs")
     reports = [read_eval(run) for run in args.runs]
     for report, name in zip(reports, args.names or (), strict=False):
-        report["name"] = report["label"] = name
+        report["name"] = report["title"] = name
     args.out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(reports)
     (args.out / "compare.md").write_text(table)

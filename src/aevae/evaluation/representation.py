@@ -41,13 +41,17 @@ def fit_linear_probe(
 
 
 def linear_probe_accuracy(
-    train_codes: Tensor, train_labels: Tensor, test_codes: Tensor, test_labels: Tensor, **fit_options
+    train_codes: Tensor,
+    train_labels: Tensor,
+    test_codes: Tensor,
+    test_labels: Tensor,
+    inverse_regularization: float = 1.0,
 ) -> float:
     """Test accuracy of a linear probe fitted to the frozen, standardized train codes: the number
     says what the code holds, not how long the probe was trained."""
     train_codes, test_codes = standardize(train_codes.float(), test_codes.float())
     classes = int(max(train_labels.max(), test_labels.max())) + 1
-    weight, bias = fit_linear_probe(train_codes, train_labels, classes, **fit_options)
+    weight, bias = fit_linear_probe(train_codes, train_labels, classes, inverse_regularization)
     predicted = (test_codes @ weight + bias).argmax(1)
     return (predicted == test_labels).float().mean().item()
 
