@@ -12,7 +12,7 @@ from torch.distributions import Normal
 from aevae.config import compose_config
 from aevae.data import MNISTDataModule
 from aevae.data.batches import binarize
-from aevae.losses import Bernoulli, Gaussian, log_mean_exp
+from aevae.losses import Bernoulli, Gaussian, kl_std_normal, log_mean_exp
 from aevae.models import IWAE, MLP, VAE, Conv
 from aevae.schedules import iwae_paper, iwae_paper_stage
 from aevae.train import build
@@ -65,6 +65,19 @@ def test_vae_with_k_samples_averages_the_reconstruction() -> None:
     terms = vae.terms(x)
     torch.testing.assert_close(terms["recon"], recon.mean(0))
     assert recon.shape == (5, 4) and recon.std(0).min() > 0  # five different draws
+
+
+def test_one_draw_terms_equal_the_draws_path_on_the_same_noise() -> None:
+    """VAE.terms skips `sample`'s draws dim for k = 1; same noise, same numbers, also with a target."""
+    vae = make(VAE)
+    x, target = torch.rand(6, 1, 28, 28), torch.rand(6, 1, 28, 28).round()
+    torch.manual_seed(5)
+    mu, log_var, _, recon = vae.sample(x, 1, target)
+    torch.manual_seed(5)
+    terms = vae.terms(x, target)
+    torch.testing.assert_close(terms["recon"], recon[0])
+    torch.testing.assert_close(terms["kl"], kl_std_normal(mu, log_var))
+    torch.testing.assert_close(terms["loss"], recon[0] + kl_std_normal(mu, log_var))
 
 
 def test_free_bits_floor_each_dim_in_the_loss_only() -> None:

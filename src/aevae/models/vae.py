@@ -59,7 +59,7 @@ class VAE(Autoencoder):
         (default: `x`) under each draw's decoding."""
         mu, log_var = self.posterior(x)
         noise = torch.randn((k, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
-        z = mu + noise * (0.5 * log_var).exp()
+        z = draw(mu, log_var, noise)
         logits = self.decode(z.flatten(0, 1)).unflatten(0, (k, len(x)))
         recon = self.likelihood.of_draws(logits, x if target is None else target)
         return mu, log_var, z, recon
@@ -70,8 +70,14 @@ class VAE(Autoencoder):
         return log_prior_over_posterior(z, mu, log_var) - recon
 
     def terms(self, x: Tensor, target: Tensor | None = None) -> dict[str, Tensor]:
-        mu, log_var, _, recon = self.sample(x, self.k, target)
-        recon = recon.mean(0)
+        if self.k == 1:  # the default, without the draws dim of `sample`: its views and mean
+            # made a default training step on a CPU ~7% slower than these three lines
+            mu, log_var = self.posterior(x)
+            z = draw(mu, log_var, torch.randn_like(mu))
+            recon = self.likelihood(self.decode(z), x if target is None else target)
+        else:
+            mu, log_var, _, recon = self.sample(x, self.k, target)
+            recon = recon.mean(0)
         kl_dims = kl_per_dim(mu, log_var)
         kl = kl_dims.sum(1)
         neg_elbo = recon + kl
@@ -97,3 +103,8 @@ class VAE(Autoencoder):
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
         self.log("train/kl_weight", self.kl_weight)
+
+
+def draw(mu: Tensor, log_var: Tensor, noise: Tensor) -> Tensor:
+    """The reparameterized draw z = mu + sigma * noise: differentiable in mu and log_var."""
+    return mu + noise * (0.5 * log_var).exp()
