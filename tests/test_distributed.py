@@ -115,12 +115,16 @@ def test_submitit_local_runs_a_two_job_sweep(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def slurm() -> None:
-    """A one-node Slurm cluster on localhost, started by the project's own script."""
+    """A one-node Slurm cluster on localhost, started by the project's own script (and
+    stopped after these tests, unless it was running before)."""
     script = REPO / "scripts" / "slurm_local.sh"
+    was_running = subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).returncode == 0
     proc = subprocess.run([str(script), "start"], capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         pytest.skip(f"the Slurm daemons could not start here: {proc.stderr.strip()}")
     yield
+    if not was_running:
+        subprocess.run([str(script), "stop"], capture_output=True, timeout=60)
 
 
 def test_slurm_sweep_through_submitit(slurm: None, tmp_path: Path) -> None:
