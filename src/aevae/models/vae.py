@@ -73,7 +73,7 @@ class VAE(Autoencoder):
         if self.k == 1:  # the default, without the draws dim of `sample`: its views and mean
             # made a default training step on a CPU ~7% slower than these three lines
             mu, log_var = self.posterior(x)
-            z = draw(mu, log_var, torch.randn_like(mu))
+            z = draw(mu, log_var, torch.randn(mu.shape, device=mu.device, dtype=mu.dtype))
             recon = self.likelihood(self.decode(z), x if target is None else target)
         else:
             mu, log_var, _, recon = self.sample(x, self.k, target)
