@@ -22,3 +22,12 @@ def test_bench_command_writes_its_report_and_exits_zero(tmp_path: Path) -> None:
     assert all(r["epoch_s"] > 0 and r["images"] == 55_000 and 0 < r["test_mse"] < 0.07 for r in runs.values())
     assert all(r["train_s"] > r["epoch_s"] for r in runs.values())  # both epochs, the warm-up one too
     assert any(line.startswith("ae    aevae") for line in proc.stdout.splitlines()), proc.stdout
+
+
+def test_startup_is_timed_to_the_end_of_the_first_optimizer_step() -> None:
+    """The real command, timed from outside: its first step ends before it exits (the clock
+    callback would raise, and the figures be missing, if the batch ran more or fewer steps)."""
+    from aevae.benchmark import one_step_command
+
+    costs = one_step_command(str(mnist_root()), "cpu")
+    assert 0 < costs["command_to_first_step_s"] < costs["one_step_command_s"], costs

@@ -19,11 +19,14 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -147,24 +150,50 @@ def aevae_run(model: str, overrides: list[str], epochs: int) -> Result:
 
 
 # -- the whole command: startup and memory -------------------------------------------------
-def command_costs(root: str, accelerator: str) -> dict[str, float]:
-    """Wall time of `aevae-train trainer.max_steps=1` (an upper bound on command-to-first-step)
-    and the peak RSS of a default one-epoch run, each in a fresh process."""
-    import resource
-    import subprocess
-    import sys
+class FirstStepClock(L.Callback):
+    """Appends the wall-clock time (`time.time()`, the same clock in every process) at which the
+    first training batch ended to `path`: how the benchmark times command-to-first-step from
+    outside the real `aevae-train` process, without a hook in the training path."""
 
-    exe = str(Path(sys.executable).with_name("aevae-train"))
-    common = [f"data.root={root}", f"trainer.accelerator={accelerator}"]
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if not self.path.exists():
+            self.path.write_text(f"{time.time()} {trainer.global_step}\n")
+
+
+def _train_exe() -> str:
+    return str(Path(sys.executable).with_name("aevae-train"))
+
+
+def one_step_command(root: str, accelerator: str) -> dict[str, float]:
+    """`aevae-train trainer.max_steps=1` in a fresh process: seconds from launch to the end of
+    its first optimizer step, and to the command's exit."""
     with tempfile.TemporaryDirectory() as out:
-        one_step = [*common, "trainer.max_steps=1", "test=false", "logger=none", "callbacks=none"]
-        start = time.perf_counter()
-        subprocess.run([exe, *one_step, f"hydra.run.dir={out}/a"], check=True, capture_output=True)
-        startup = time.perf_counter() - start
-        epoch = [*common, "trainer.max_epochs=1", f"hydra.run.dir={out}/b"]
-        subprocess.run([exe, *epoch], check=True, capture_output=True)
+        clock = Path(out) / "first_step"
+        args = [f"data.root={root}", f"trainer.accelerator={accelerator}", "trainer.max_steps=1"]
+        args += ["test=false", "logger=none", "callbacks=none", f"hydra.run.dir={out}/run"]
+        args += ["+callbacks.clock._target_=aevae.benchmark.FirstStepClock", f"+callbacks.clock.path={clock}"]
+        start = time.time()
+        subprocess.run([_train_exe(), *args], check=True, capture_output=True)
+        whole = time.time() - start
+        stamp, steps = clock.read_text().split()
+    if steps != "1":
+        raise RuntimeError(f"the first training batch ran {steps} optimizer steps, not 1")
+    return {"command_to_first_step_s": float(stamp) - start, "one_step_command_s": whole}
+
+
+def command_costs(root: str, accelerator: str) -> dict[str, float]:
+    """Startup (see `one_step_command`) and the peak RSS of a default one-epoch run."""
+    import resource
+
+    costs = one_step_command(root, accelerator)
+    with tempfile.TemporaryDirectory() as out:
+        epoch = [f"data.root={root}", f"trainer.accelerator={accelerator}", "trainer.max_epochs=1"]
+        subprocess.run([_train_exe(), *epoch, f"hydra.run.dir={out}"], check=True, capture_output=True)
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far
-    return {"one_step_command_s": startup, "default_epoch_peak_rss_mb": peak_kb / 1024}
+    return {**costs, "default_epoch_peak_rss_mb": peak_kb / 1024}
 
 
 CONTENDERS = ("tutorial", "hand", "aevae", "aevae_eager", "aevae_b1024")
@@ -192,9 +221,6 @@ def measure(name: str, model: str, args: argparse.Namespace) -> Result:
 def _in_fresh_process(name: str, model: str, args: argparse.Namespace) -> Result:
     """Each measurement gets a process of its own: in a shared one, the order of runs
     changes the timings by more than the differences being measured."""
-    import subprocess
-    import sys
-
     cmd = [sys.executable, "-m", "aevae.benchmark", "--worker", name, model, "--epochs", str(args.epochs)]
     cmd += ["--device", args.device, "--seed", str(args.seed)]
     cmd += ["--data-root", args.data_root] if args.data_root else []
