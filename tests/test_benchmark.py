@@ -21,6 +21,9 @@ def test_bench_command_writes_its_report_and_exits_zero(tmp_path: Path) -> None:
     assert set(runs) == {"hand", "aevae"} and report["epochs"] == 2
     assert all(r["epoch_s"] > 0 and r["images"] == 55_000 and 0 < r["test_mse"] < 0.07 for r in runs.values())
     assert all(r["train_s"] > r["epoch_s"] for r in runs.values())  # both epochs, the warm-up one too
+    assert all(
+        r["train_s"] == sum(r["epoch_times"][0]) and len(r["epoch_times"][0]) == 2 for r in runs.values()
+    )
     assert any(line.startswith("ae    aevae") for line in proc.stdout.splitlines()), proc.stdout
 
 

@@ -270,6 +270,7 @@ def run(argv: list[str] | None = None) -> dict:
                 "train_s": statistics.median(sum(r[name, model]["epoch_times"]) for r in rounds),
                 "images": rounds[-1][name, model]["images"],
                 "test_mse": rounds[-1][name, model]["test_mse"],
+                "epoch_times": [r[name, model]["epoch_times"] for r in rounds],  # to judge the spread
             }
             for name in names
         }
