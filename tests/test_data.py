@@ -108,6 +108,19 @@ def test_missing_data_says_where_and_how(tmp_path: Path) -> None:
     assert "data.download=true" in message and "AEVAE_DATA" in message
 
 
+def test_a_failed_download_says_why_and_how_to_do_without(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torchvision.datasets import MNIST
+
+    monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])  # nothing listens on port 9
+    with pytest.raises(DataError) as err:
+        MNISTDataModule(root=str(tmp_path), download=True).prepare_data()
+    message = str(err.value)
+    assert message.startswith("could not download MNIST (urlopen error") and "\n" not in message
+    assert str(tmp_path / "MNIST" / "raw") in message and "AEVAE_DATA" in message
+
+
 def test_gz_archives_are_unpacked_offline(tmp_path: Path) -> None:
     write_idx(tmp_path / "MNIST" / "raw", n_train=10, n_test=4, gz=True)
     dm = MNISTDataModule(root=str(tmp_path), download=False, val_size=2)

@@ -105,12 +105,15 @@ class MNISTDataModule(L.LightningDataModule):
         try:
             ds = cls(str(self.root), train=train, download=self.download)
         except RuntimeError as err:
-            if self.download:
-                raise DataError(f"could not download {cls.__name__} into {raw}: {err}".strip()) from err
+            offline = (
+                f"put the four IDX files (or their .gz archives) in {raw}, "
+                f"or point data.root (or $AEVAE_DATA) at the folder holding {cls.__name__}/raw/"
+            )
+            if self.download:  # torchvision's message lists every mirror tried; its last line says why
+                reason = str(err).strip().splitlines()[-1].strip("<>")
+                raise DataError(f"could not download {cls.__name__} ({reason}); offline, {offline}") from err
             raise DataError(
-                f"{cls.__name__} not found in {raw}; put the four IDX files (or their .gz archives) there, "
-                f"point data.root (or $AEVAE_DATA) at the folder holding {cls.__name__}/raw/, "
-                "or run with data.download=true"
+                f"{cls.__name__} not found in {raw}; {offline}, or run with data.download=true"
             ) from err
         return ds.data.unsqueeze(1).contiguous(), ds.targets
 
