@@ -152,8 +152,9 @@ def aevae_run(model: str, overrides: list[str], epochs: int) -> Result:
 # -- the whole command: startup and memory -------------------------------------------------
 class FirstStepClock(L.Callback):
     """Writes to `path` the wall-clock time (`time.time()`, one clock for every process) at which
-    the first training batch ended, and the optimizer steps taken by then: how the benchmark times command-to-first-step from
-    outside the real `aevae-train` process, without a hook in the training path."""
+    the first training batch ended, and the optimizer steps taken by then: how the benchmark
+    times command-to-first-step from outside the real `aevae-train` process, without a hook in
+    the training path."""
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
