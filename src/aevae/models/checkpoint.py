@@ -15,6 +15,8 @@ from aevae.models.base import Autoencoder
 def resolve_checkpoint(path: str | Path, key: str = "ckpt") -> Path:
     """`path` itself, or for a run dir its best checkpoint (by val/loss), else its last one."""
     path = Path(path)
+    if not path.exists() and key == "run_dir":
+        raise UserError(f"run_dir={path} does not exist; give the folder of an aevae-train run")
     if not path.is_dir():
         return path
     folder = path / "checkpoints"
