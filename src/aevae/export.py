@@ -75,11 +75,11 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
     out = Path(cfg.out) if cfg.out else run_dir / "export"
     out.mkdir(parents=True, exist_ok=True)
-    report = describe(model, checkpoint)
+    parts = networks(model)
+    report = describe(model, checkpoint, parts)
     previous = _read_json(out / JSON_FILE)
     if previous.get("checkpoint") == report["checkpoint"]:
         report["files"] = previous.get("files", {})  # the other formats exported from it before
-    parts = networks(model)
     for name in names:
         report["files"][name] = {}
         for part, net in parts.items():
@@ -131,7 +131,7 @@ class Part:
     outputs: tuple[str, ...]
 
 
-def describe(model: Any, checkpoint: Path) -> dict[str, Any]:
+def describe(model: Any, checkpoint: Path, parts: dict[str, Part]) -> dict[str, Any]:
     """What a user of the files needs to know: shapes, dtype, input range, pixels, prior."""
     from aevae.callbacks.latents import has_prior
     from aevae.losses import ReconstructionLoss
@@ -140,7 +140,7 @@ def describe(model: Any, checkpoint: Path) -> dict[str, Any]:
         raise NotImplementedError(f"{type(model.likelihood).__name__}'s pixel mean is not a sigmoid")
     c, h, w = model.image_shape
     data = model.run_config["data"]
-    encoder_outputs = ["mean", "log_var"] if has_prior(model) else ["code"]
+    shapes = {"images": ["batch", c, h, w], "logits": ["batch", c, h, w]}  # the rest: codes
     return {
         "checkpoint": str(checkpoint.resolve()),
         "model": type(model).__name__,
@@ -153,13 +153,15 @@ def describe(model: Any, checkpoint: Path) -> dict[str, Any]:
             "normalization": "uint8 pixels / 255" + ("; binarized in training" if _binarized(data) else ""),
         },
         "latent_dim": model.latent_dim,
-        "encoder": {"input": "images", "outputs": {n: ["batch", model.latent_dim] for n in encoder_outputs}},
-        "decoder": {
-            "input": {"codes": ["batch", model.latent_dim]},
-            "output": {"logits": ["batch", c, h, w]},
-            "to_pixels": "sigmoid",
-            "likelihood": type(model.likelihood).__name__,
+        **{
+            name: {
+                "inputs": {n: shapes.get(n, ["batch", model.latent_dim]) for n in part.inputs},
+                "outputs": {n: shapes.get(n, ["batch", model.latent_dim]) for n in part.outputs},
+            }
+            for name, part in parts.items()
         },
+        "pixels": "sigmoid(logits)",  # the decoder's: the mean of every aevae likelihood
+        "likelihood": type(model.likelihood).__name__,
         "prior": {"distribution": "normal", "mean": 0.0, "std": 1.0} if has_prior(model) else None,
         "sample": (
             "sigmoid(decoder(z)) for z ~ N(0, I) of shape [n, latent_dim]"
