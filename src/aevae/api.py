@@ -31,7 +31,8 @@ def train(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -
     """Train one run as `aevae-train *overrides` would, in this process.
 
     The run writes to `output_dir`, by default where the command would (outputs/runs/<date>/<time>
-    below the working directory, or `hydra.run.dir=...`), then tests its best checkpoint. A
+    below the working directory, or `hydra.run.dir=...`; `-1`, `-2`, ... appended when a run of
+    the same second has it), then tests its best checkpoint. A
     mistake in the overrides raises `aevae.config.UserError`; a failed run leaves `error.txt` in
     its run dir, as the command does.
     """

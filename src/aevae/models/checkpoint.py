@@ -66,7 +66,7 @@ def load_checkpoint(
     target = config["model"]["_target_"]
     if not issubclass(get_class(target), expect):
         held = target.rsplit(".", 1)[-1]
-        raise UserError(f"{key}={path} holds a model of class {held}, which is not a {expect.__name__}")
+        raise UserError(f"{key}={path} holds a model of class {held}, not of class {expect.__name__}")
     model = instantiate({**config["model"], **(overrides or {})}, _convert_="all")
     model.load_state_dict(checkpoint["state_dict"], strict=strict)
     model.run_config = config
