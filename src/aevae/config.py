@@ -96,14 +96,18 @@ def one_line_errors(program: str) -> Iterator[None]:
 def compose_config(overrides: list[str] | tuple[str, ...] = (), output_dir: str | Path | None = None):
     """The `aevae-train` config with `overrides`, outside a Hydra run (scripts, notebooks, tests).
 
-    `output_dir` stands in for the Hydra run dir that `paths.output_dir` points to.
+    `output_dir` stands in for the Hydra run dir that `paths.output_dir` points to; by default
+    it is the one `aevae-train` would pick (`hydra.run.dir`: outputs/runs/<date>/<time>).
+    Hydra's global state is cleared again on return, so this can be called any number of times.
     """
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides))
-    if output_dir is not None:
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(output_dir)
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=output_dir is None)
+    with open_dict(cfg):
+        if output_dir is None:
+            output_dir = Path(cfg.hydra.run.dir).resolve()  # the CLI's run dir is absolute too
+            del cfg["hydra"]
+        cfg.paths.output_dir = str(output_dir)
     return cfg

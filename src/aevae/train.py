@@ -186,11 +186,11 @@ def _task(cfg: DictConfig) -> Any:
     if sweeping:
         _share_cores(hydra_cfg.launcher.get("n_jobs"))
     try:
-        with _own_distributed_setup():
+        with own_distributed_setup():
             metrics = train(cfg)
     except Exception as err:  # a mistake in the user's input gets one line, not a traceback
         message = user_error(err)
-        _write_error(Path(hydra_cfg.runtime.output_dir), message or traceback.format_exc())
+        write_error(Path(hydra_cfg.runtime.output_dir), message or traceback.format_exc())
         if message is None:
             raise
         log.error(message)
@@ -202,7 +202,7 @@ def _task(cfg: DictConfig) -> Any:
 
 
 @contextlib.contextmanager
-def _own_distributed_setup() -> Iterator[None]:
+def own_distributed_setup() -> Iterator[None]:
     """Leave no DDP state behind for the next job of a sweep run in this process.
 
     Lightning's DDP launcher exports MASTER_PORT, LOCAL_RANK, WORLD_SIZE, ... into this
@@ -248,7 +248,7 @@ def _objective(cfg: DictConfig, metrics: dict[str, float]) -> Any:
     return metrics[key]
 
 
-def _write_error(run_dir: Path, text: str) -> None:
+def write_error(run_dir: Path, text: str) -> None:
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / ERROR_FILE).write_text(text.rstrip() + "\n")
