@@ -4,6 +4,7 @@ run, the CSV logger's files, TensorBoard's event reader)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import json
@@ -155,3 +156,25 @@ def test_a_missing_tracker_names_its_extra(
     with pytest.raises(UserError) as raised:
         trackers.prepare(logger, cfg.logger[logger])
     assert str(raised.value) == message
+
+
+class FakeRun:
+    def __init__(self) -> None:
+        self.exit_codes: list[int] = []
+
+    def finish(self, exit_code: int) -> None:
+        self.exit_codes.append(exit_code)
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_jobs_wandb_run_closes_as_finished_or_failed(monkeypatch: pytest.MonkeyPatch, fails: bool) -> None:
+    from types import SimpleNamespace
+
+    from aevae.train import _own_tracker_runs
+
+    open_run = FakeRun()
+    monkeypatch.setitem(sys.modules, "wandb", SimpleNamespace(run=open_run))
+    with pytest.raises(RuntimeError) if fails else contextlib.nullcontext(), _own_tracker_runs():
+        if fails:
+            raise RuntimeError("the job failed")
+    assert open_run.exit_codes == [1 if fails else 0]
