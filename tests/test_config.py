@@ -9,6 +9,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from aevae.callbacks import trackers
 from aevae.config import CONFIG_DIR, UserError, compose_config
 from conftest import aevae_train
 
@@ -24,7 +25,7 @@ def test_every_group_has_options() -> None:
     assert {"mse", "bce", "gaussian"} <= set(options("loss"))
     assert {"cpu", "gpu", "ddp", "debug"} <= set(options("trainer"))
     assert {"mnist", "fashion_mnist", "kmnist"} <= set(options("data"))
-    assert {"tensorboard", "csv", "none"} <= set(options("logger"))
+    assert {"tensorboard", "csv", "mlflow", "wandb", "none"} <= set(options("logger"))
     assert all(options(g) for g in GROUPS)
 
 
@@ -36,6 +37,8 @@ def test_option_composes_and_builds(group: str, option: str, tmp_path: Path) -> 
     if not (cfg.model._target_.endswith(("VAE", "IWAE")) and cfg.loss._target_.endswith("MSE")):
         assert isinstance(instantiate(cfg.model, _convert_="all"), torch.nn.Module)
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
+    for key, logger_cfg in (cfg.logger or {}).items():
+        trackers.prepare(key, logger_cfg)  # as aevae.train.build does: MLflow's file store allowed
     loggers = [instantiate(c) for c in (cfg.logger or {}).values()]
     if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         return  # composes; building it needs a GPU

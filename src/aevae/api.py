@@ -37,7 +37,7 @@ def train(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -
     its run dir, as the command does.
     """
     from aevae.config import compose_config, quote_paths, user_error
-    from aevae.train import own_distributed_setup, write_error
+    from aevae.train import own_distributed_setup, own_tracker_runs, write_error
     from aevae.train import train as fit
 
     cfg = compose_config(quote_paths(list(overrides)), output_dir=output_dir)
@@ -46,7 +46,7 @@ def train(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -
         run_dir = _unused(run_dir)
         cfg.paths.output_dir = str(run_dir)
     try:
-        with own_distributed_setup():
+        with own_distributed_setup(), own_tracker_runs():
             metrics = fit(cfg)
     except Exception as err:
         write_error(run_dir, user_error(err) or traceback.format_exc())

@@ -62,6 +62,7 @@ def build(cfg: DictConfig) -> Run:
     import lightning as L
     from hydra.utils import instantiate
 
+    from aevae.callbacks import trackers
     from aevae.checkpointing import LAST, check_compatible, peek
     from aevae.chunked import configure_chunks
 
@@ -90,6 +91,8 @@ def build(cfg: DictConfig) -> Run:
     model.gradient_clip_algorithm = cfg.trainer.get("gradient_clip_algorithm") or "norm"
     model.cuda_graph = cfg.get("cuda_graph", True)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    for key, logger_cfg in (cfg.get("logger") or {}).items():
+        trackers.prepare(key, logger_cfg)
     loggers = [
         instantiate(c, **_resumed_logger_kwargs(c, resume_step)) for c in (cfg.get("logger") or {}).values()
     ]
@@ -186,7 +189,7 @@ def _task(cfg: DictConfig) -> Any:
     if sweeping:
         _share_cores(hydra_cfg.launcher.get("n_jobs"))
     try:
-        with own_distributed_setup():
+        with own_distributed_setup(), own_tracker_runs():
             metrics = train(cfg)
     except Exception as err:  # a mistake in the user's input gets one line, not a traceback
         message = user_error(err)
@@ -223,6 +226,21 @@ def own_distributed_setup() -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@contextlib.contextmanager
+def own_tracker_runs() -> Iterator[None]:
+    """Close the job's W&B run when the job ends, as finished or failed: Lightning's WandbLogger
+    leaves it open until the process exits, and the next job of a sweep run in this process
+    would log into it (`wandb.init` joins an open run)."""
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        wandb = sys.modules.get("wandb")  # not imported: no run to close
+        if wandb is not None and wandb.run is not None:
+            wandb.run.finish(exit_code=1 if failed else 0)
 
 
 class JobFailed(RuntimeError):
