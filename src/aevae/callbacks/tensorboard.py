@@ -95,21 +95,24 @@ def pick_images(
     return to_float(images[index]).to(device), labels[index].to(device)
 
 
-def add_grayscale_image(writer: Any, tag: str, pixels: Tensor, step: int) -> None:
-    """Log uint8 `pixels [H, W]` as a one-channel PNG.
+def add_png_image(writer: Any, tag: str, pixels: Tensor, step: int) -> None:
+    """Log uint8 `pixels`, `[H, W]` (gray) or `[H, W, 3]` (RGB), as a PNG of that many channels.
 
-    The grids are gray; `SummaryWriter.add_image` would expand them to RGB through float
-    copies and encode that at a slow compression level: several times the time of this.
+    `SummaryWriter.add_image` would expand a gray grid to RGB through float copies and encode
+    that at a slow compression level: several times the time of this.
     """
     from PIL import Image
     from tensorboard.compat.proto.summary_pb2 import Summary
 
     pixels = pixels.numpy()
     with io.BytesIO() as png:
-        Image.fromarray(pixels, mode="L").save(png, format="PNG", compress_level=1)
+        Image.fromarray(pixels, mode="L" if pixels.ndim == 2 else "RGB").save(
+            png, format="PNG", compress_level=1
+        )
         encoded = png.getvalue()
-    height, width = pixels.shape
-    image = Summary.Image(height=height, width=width, colorspace=1, encoded_image_string=encoded)
+    height, width = pixels.shape[:2]
+    channels = 1 if pixels.ndim == 2 else 3
+    image = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=encoded)
     writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 

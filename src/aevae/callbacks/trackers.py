@@ -70,22 +70,26 @@ def log_hparams(trainer: L.Trainer, params: dict[str, Any]) -> None:
             logger.log_hyperparams(params)
 
 
-def gray_pixels(grid: Tensor) -> Tensor:
-    """Channel 0 of a grid `[C, H, W]` in [0, 1] as uint8 pixels `[H, W]` on the CPU."""
-    return grid[0].clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
+def grid_pixels(grid: Tensor) -> Tensor:
+    """A grid `[C, H, W]` in [0, 1] as uint8 pixels on the CPU: `[H, W]` where its channels are
+    equal (torchvision's make_grid repeats a gray image's channel three times), else `[H, W, 3]`."""
+    pixels = grid.clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
+    if len(pixels) == 1 or all(torch.equal(pixels[0], channel) for channel in pixels[1:]):
+        return pixels[0]
+    return pixels.permute(1, 2, 0).contiguous()
 
 
 def log_image(trainer: L.Trainer, tag: str, grid: Tensor, step: int) -> None:
-    """Channel 0 of `grid [C, H, W]` (values in [0, 1]) as a gray image under `tag` at `step`,
-    in every logger that shows images; on rank zero only."""
+    """`grid [C, H, W]` (values in [0, 1]) as a gray or RGB image under `tag` at `step`, in
+    every logger that shows images; on rank zero only."""
     if not trainer.is_global_zero:
         return
-    pixels = gray_pixels(grid)
+    pixels = grid_pixels(grid)
     for logger in trainer.loggers:
         if is_tensorboard(logger):
-            from aevae.callbacks.tensorboard import add_grayscale_image
+            from aevae.callbacks.tensorboard import add_png_image
 
-            add_grayscale_image(logger.experiment, tag, pixels, step)
+            add_png_image(logger.experiment, tag, pixels, step)
         elif isinstance(logger, MLFlowLogger):  # under artifacts/images/, with a step slider in its UI
             logger.experiment.log_image(logger.run_id, pixels.numpy(), key=tag, step=step)
         elif isinstance(logger, WandbLogger):
