@@ -28,16 +28,23 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 
 
-def cache_folder(data_location: str | Path) -> Path:
-    """`$AEVAE_CACHE` when set; else `.aevae_cache/` beside the data, where that can be
-    written (a shared read-only copy cannot): else the user's `~/.cache/aevae`."""
+def user_cache() -> Path:
+    """`$AEVAE_CACHE`, else the user's `~/.cache/aevae` (`$XDG_CACHE_HOME/aevae`)."""
     if env := os.environ.get("AEVAE_CACHE"):
         return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "aevae"
+
+
+def cache_folder(data_location: str | Path) -> Path:
+    """`$AEVAE_CACHE` when set; else `.aevae_cache/` beside the data, where that can be
+    written (a shared read-only copy cannot); else the user's cache."""
+    if os.environ.get("AEVAE_CACHE"):
+        return user_cache()
     location = Path(data_location).expanduser().resolve()
     beside = (location if location.is_dir() else location.parent) / ".aevae_cache"
     if os.access(beside if beside.exists() else beside.parent, os.W_OK):
         return beside
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aevae"
+    return user_cache()
 
 
 def fingerprint(files: Iterable[Path], settings: dict[str, Any]) -> str:
@@ -55,8 +62,7 @@ def load_or_build(folder: Path, name: str, key: str, build: Callable[[], dict[st
     path = folder / f"{name}-{key}.pt"
     if (contents := _load(path)) is not None:
         return contents
-    folder.mkdir(parents=True, exist_ok=True)
-    with _locked(folder / f"{name}.lock"):
+    with locked(folder / f"{name}.lock"):
         if (contents := _load(path)) is not None:  # another process built it while we waited
             return contents
         stale = [p for p in folder.glob(f"{name}-*.pt") if p != path]
@@ -91,7 +97,9 @@ def _load(path: Path) -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
+def locked(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_path` (created with its folder): one process at a time."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:

@@ -10,47 +10,27 @@ the first; a generator stuck on a few digits scores low on the second.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
-import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from aevae.config import UserError
+from aevae.data.cache import locked, user_cache
 from aevae.models import Classifier, load_checkpoint, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
 
-def cache_dir() -> Path:
-    """`$AEVAE_CACHE`, else `~/.cache/aevae`."""
-    return Path(os.environ.get("AEVAE_CACHE") or Path.home() / ".cache" / "aevae").expanduser()
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One process at a time (evaluations run side by side train the judge once)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def digit_judge(data_name: str, data_root: str, epochs: int, device: torch.device) -> tuple[Classifier, Path]:
     """The cached judge of `data_name` (trained with `experiment=digit_judge` for `epochs` on
     first use), and its run dir (its metrics.json holds its test accuracy)."""
-    run_dir = cache_dir() / "judge" / f"{data_name}-{epochs}epochs"
-    with _locked(run_dir.with_suffix(".lock")):
+    run_dir = user_cache() / "judge" / f"{data_name}-{epochs}epochs"
+    with locked(run_dir.with_suffix(".lock")):  # evaluations side by side train the judge once
         if (run_dir / "metrics.json").is_file():
             try:
                 return _load(run_dir, device), run_dir
