@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import ListConfig, OmegaConf
 
 
 def _config_dir() -> Path:
@@ -28,6 +28,17 @@ def one_folder(name: str) -> str:
 
 
 OmegaConf.register_new_resolver("aevae.folder", one_folder, replace=True)
+
+
+def _image_shape(data: object) -> ListConfig:
+    """`${aevae.image_shape:${data}}`: [C, H, W] of the configured data's images (a ListConfig:
+    `OmegaConf.resolve`, which Hydra's instantiate runs, stores no plain list in a node)."""
+    from aevae.data.shapes import shape_of
+
+    return ListConfig(shape_of(data))
+
+
+OmegaConf.register_new_resolver("aevae.image_shape", _image_shape, replace=True)
 
 
 class UserError(ValueError):

@@ -40,6 +40,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 # -- CIFAR-10 ----------------------------------------------------------------------------
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 def read_cifar10(root: str | Path) -> Splits:
@@ -69,6 +70,7 @@ def _unpickle(path: Path) -> dict:
 
 # -- SVHN --------------------------------------------------------------------------------
 SVHN_FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat", "extra": "extra_32x32.mat"}
+SVHN_CLASSES = [str(digit) for digit in range(10)]
 
 
 def read_svhn(root: str | Path, splits: Sequence[str] = ("train", "test")) -> Splits:
@@ -205,24 +207,15 @@ def read_array(path: str | Path) -> tuple[Tensor, Tensor]:
     """uint8 images from a `.npy`, `.npz` or `.pt` file, laid out `N×H×W`, `N×H×W×C` or
     `N×C×H×W` (C 1 or 3), with optional labels (`.npz`/`.pt`: under `labels`, `y` or `targets`)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data.path={path} does not exist or is not a file")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".npy":
-            content: object = np.load(path, mmap_mode="r")
-        elif suffix == ".npz":
-            content = dict(np.load(path))
-        elif suffix == ".pt":
-            content = torch.load(path, map_location="cpu", weights_only=True)
-        else:
-            raise DataError(f"data.path={path}: data=array reads .npy, .npz or .pt files, not {suffix!r}")
-    except DataError:
-        raise
-    except Exception as err:
-        raise DataError(f"data.path={path} cannot be read ({str(err).splitlines()[0]})") from None
-    images, labels = _images_and_labels(content, path)
-    images = _as_nchw(torch.as_tensor(np.asarray(images)) if not isinstance(images, Tensor) else images, path)
+    images, labels = _images_and_labels(_load(path), path)
+    images = torch.as_tensor(images if isinstance(images, Tensor) else np.asarray(images))
+    if images.dtype != torch.uint8:
+        raise DataError(
+            f"data.path={path} holds {images.dtype} images; data=array takes uint8 pixels 0-255 "
+            "(e.g. (x * 255).round().astype(numpy.uint8))"
+        )
+    order = _layout(tuple(images.shape), path)
+    images = images.unsqueeze(1) if order is None else images.permute(*order)
     if labels is None:
         labels = torch.full((len(images),), -1, dtype=torch.long)
     else:
@@ -233,37 +226,57 @@ def read_array(path: str | Path) -> tuple[Tensor, Tensor]:
     return images.contiguous(), labels
 
 
+def array_shape(path: str | Path) -> tuple[int, int, int]:
+    """(C, H, W) of the images in an array file, from its header where the format allows."""
+    path = Path(path)
+    images, _ = _images_and_labels(_load(path), path)
+    shape = tuple(images.shape)
+    order = _layout(shape, path)
+    return (1, *shape[1:]) if order is None else tuple(shape[i] for i in order[1:])  # type: ignore[return-value]
+
+
+def _load(path: Path) -> object:
+    if not path.is_file():
+        raise DataError(f"data.path={path} does not exist or is not a file")
+    suffix = path.suffix.lower()
+    if suffix not in (".npy", ".npz", ".pt"):
+        raise DataError(f"data.path={path}: data=array reads .npy, .npz or .pt files, not {suffix!r}")
+    try:
+        if suffix == ".npy":
+            return np.load(path, mmap_mode="r")
+        if suffix == ".npz":
+            return np.load(path)  # lazy: a member is read when it is used
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:
+        raise DataError(f"data.path={path} cannot be read ({str(err).splitlines()[0]})") from None
+
+
 def _images_and_labels(content: object, path: Path) -> tuple[object, object | None]:
-    if isinstance(content, dict):
-        images = next((content[k] for k in ARRAY_IMAGE_KEYS if k in content), None)
-        if images is None:
+    if isinstance(content, dict) or hasattr(content, "files"):  # a dict or numpy's NpzFile
+        keys = list(content.files) if hasattr(content, "files") else list(content)  # type: ignore[union-attr]
+        image_key = next((k for k in ARRAY_IMAGE_KEYS if k in keys), None)
+        if image_key is None:
             raise DataError(
-                f"data.path={path} holds {sorted(content)}; "
-                f"put the images under one of {list(ARRAY_IMAGE_KEYS)}"
+                f"data.path={path} holds {sorted(keys)}; put the images under one of {list(ARRAY_IMAGE_KEYS)}"
             )
-        return images, next((content[k] for k in ARRAY_LABEL_KEYS if k in content), None)
+        label_key = next((k for k in ARRAY_LABEL_KEYS if k in keys), None)
+        return content[image_key], None if label_key is None else content[label_key]  # type: ignore[index]
     if isinstance(content, tuple | list) and len(content) == 2:
         return content[0], content[1]
     return content, None
 
 
-def _as_nchw(images: Tensor, path: Path) -> Tensor:
-    if images.dtype != torch.uint8:
-        raise DataError(
-            f"data.path={path} holds {images.dtype} images; data=array takes uint8 pixels 0-255 "
-            "(e.g. (x * 255).round().astype(numpy.uint8))"
-        )
-    if images.ndim == 3:
-        return images.unsqueeze(1)
-    if images.ndim == 4:
-        if images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
-            return images.permute(0, 3, 1, 2)
-        if images.shape[1] in (1, 3):
-            return images
-        if images.shape[-1] in (1, 3):
-            return images.permute(0, 3, 1, 2)
+def _layout(shape: tuple[int, ...], path: Path) -> tuple[int, int, int, int] | None:
+    """The permutation that lays an image array out as N×C×H×W; None for N×H×W (grey)."""
+    if len(shape) == 3:
+        return None
+    if len(shape) == 4:
+        if shape[1] in (1, 3) and shape[-1] not in (1, 3):
+            return (0, 1, 2, 3)
+        if shape[-1] in (1, 3):
+            return (0, 3, 1, 2)
     raise DataError(
-        f"data.path={path} holds an array of shape {tuple(images.shape)}; "
+        f"data.path={path} holds an array of shape {shape}; "
         "expected N×H×W, N×H×W×C or N×C×H×W with C = 1 or 3"
     )
 
