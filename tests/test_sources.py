@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -21,23 +20,7 @@ from aevae.data.sources import (
     read_cifar10,
     read_svhn,
 )
-
-
-def write_cifar10(root: Path, per_batch: int = 6, seed: int = 0) -> None:
-    """CIFAR-10's python pickle batches (rows of 3,072 bytes, R then G then B planes)."""
-    rng = np.random.default_rng(seed)
-    folder = root / CIFAR10_FOLDER
-    folder.mkdir(parents=True)
-    for name in CIFAR10_FILES["train"] + CIFAR10_FILES["test"]:
-        entry = {
-            "batch_label": name,
-            "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-            "labels": rng.integers(0, 10, per_batch).tolist(),
-            "filenames": [f"{name}_{i}.png" for i in range(per_batch)],
-        }
-        (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
-    meta = {"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": per_batch}
-    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+from synthetic import write_celeba, write_cifar10, write_svhn
 
 
 def test_cifar10_reader_equals_torchvision(tmp_path: Path) -> None:
@@ -68,17 +51,12 @@ def test_cifar10_missing_and_damaged_files_name_the_file(tmp_path: Path) -> None
 
 
 def test_svhn_reader_equals_torchvision(tmp_path: Path) -> None:
-    from scipy import io as sio
     from torchvision.datasets import SVHN
 
     class Unchecked(SVHN):
         split_list = {k: [url, name, None] for k, (url, name, _) in SVHN.split_list.items()}
 
-    rng = np.random.default_rng(1)
-    for name, n in (("train_32x32.mat", 7), ("test_32x32.mat", 5)):
-        x = rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)
-        y = rng.integers(1, 11, (n, 1)).astype(np.uint8)  # 10 stands for the digit 0
-        sio.savemat(tmp_path / name, {"X": x, "y": y})
+    write_svhn(tmp_path, n_train=7, n_test=5)
     splits = read_svhn(tmp_path)
     for split in ("train", "test"):
         reference = Unchecked(str(tmp_path), split=split)
@@ -89,16 +67,8 @@ def test_svhn_reader_equals_torchvision(tmp_path: Path) -> None:
 
 
 def test_celeba_reader_splits_by_partition_and_crops(tmp_path: Path) -> None:
+    write_celeba(tmp_path, [0, 0, 0, 1, 2, 2])
     folder = tmp_path / "celeba"
-    (folder / "img_align_celeba").mkdir(parents=True)
-    rng = np.random.default_rng(2)
-    lines = []
-    for i, part in enumerate([0, 0, 0, 1, 2, 2]):
-        pixels = rng.integers(0, 256, (218, 178, 3), dtype=np.uint8)
-        pixels[109, 89] = (255, 0, 0)  # the centre survives the crop
-        Image.fromarray(pixels).save(folder / "img_align_celeba" / f"{i:06d}.jpg", quality=95)
-        lines.append(f"{i:06d}.jpg {part}")
-    (folder / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
     splits = read_celeba(tmp_path, image_size=32)
     assert {k: len(v[0]) for k, v in splits.items()} == {"train": 3, "val": 1, "test": 2}
     assert splits["train"][0].shape == (3, 3, 32, 32) and (splits["test"][1] == -1).all()
@@ -140,7 +110,8 @@ def test_class_sub_folders_label_the_images(tmp_path: Path) -> None:
     for name in ("cats/a.png", "cats/deep/b.png", "dogs/c.jpg", "top.png", ".hidden/d.png", "notes.txt"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"")
-    files, labels, classes = labelled_files(tmp_path)
+    listed, classes = labelled_files({"all": tmp_path})
+    files, labels = listed["all"]
     assert classes == ["cats", "dogs"]
     named = {f.relative_to(tmp_path).as_posix(): label for f, label in zip(files, labels, strict=True)}
     assert named == {"cats/a.png": 0, "cats/deep/b.png": 0, "dogs/c.jpg": 1, "top.png": -1}

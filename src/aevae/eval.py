@@ -130,7 +130,7 @@ def _likelihood(model: Any, images: Any, options: DictConfig, generator: Any) ->
     """Test-set means of the VAE's -ELBO and IW-NLL (from the same `iw_samples` draws), and its KL."""
     from aevae.callbacks.latents import posterior_all
     from aevae.evaluation.likelihood import likelihood_bounds
-    from aevae.losses import kl_std_normal
+    from aevae.losses import bits_per_dim, kl_std_normal
 
     totals = {"neg_elbo": 0.0, "iw_nll": 0.0}
     for x in images.split(options.batch_size):
@@ -139,7 +139,8 @@ def _likelihood(model: Any, images: Any, options: DictConfig, generator: Any) ->
             totals[name] += bounds[name].sum().item()
     means = {name: total / len(images) for name, total in totals.items()}
     kl = kl_std_normal(*posterior_all(model, images)).mean().item()
-    return {**means, "kl": kl, "iw_samples": options.iw_samples, "images": len(images)}
+    bits = {f"{name}_bits_per_dim": bits_per_dim(value, model.image_shape) for name, value in means.items()}
+    return {**means, **bits, "kl": kl, "iw_samples": options.iw_samples, "images": len(images)}
 
 
 def _denoising(model: Any, data: Any) -> dict[str, float]:

@@ -71,6 +71,10 @@ class ReconstructionLoss(nn.Module):
         """The reconstruction in pixel space, [0, 1]."""
         return torch.sigmoid(logits)
 
+    def bce(self, logits: Tensor, x: Tensor) -> Tensor:
+        """Binary cross-entropy of the reconstruction per image, the metric every model reports."""
+        return bernoulli_nll(logits, x)
+
     def forward(self, logits: Tensor, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -208,6 +212,10 @@ class DiscretizedLogistic(ReconstructionLoss):
 
     def forward(self, params: Tensor, x: Tensor) -> Tensor:
         return -per_image(self.log_prob(params, x))
+
+    def bce(self, params: Tensor, x: Tensor) -> Tensor:
+        """Binary cross-entropy of the mean reconstruction (its parameters are no logits)."""
+        return per_image(F.binary_cross_entropy(self.mean(params).clamp(1e-6, 1 - 1e-6), x, reduction="none"))
 
     def mean(self, params: Tensor) -> Tensor:
         """The expected pixel value in [0, 1] (the mixture's weighted component means)."""

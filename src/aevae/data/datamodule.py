@@ -219,8 +219,8 @@ class ImageDataModule(L.LightningDataModule):
             raise DataError(f"data.path={folder} is not a folder of images")
         named = [s for s in ("train", "val", "test") if (folder / s).is_dir()]
         parts = {s: folder / s for s in named} if "train" in named else {"all": folder}
-        listed = {split: sources.labelled_files(where) for split, where in parts.items()}
-        files = [f for paths, _, _ in listed.values() for f in paths]
+        listed, classes = sources.labelled_files(parts)
+        files = [f for paths, _ in listed.values() for f in paths]
         if not files:
             raise DataError(
                 f"data.path={folder} holds no image files ({', '.join(sources.IMAGE_EXTENSIONS)}); "
@@ -235,15 +235,14 @@ class ImageDataModule(L.LightningDataModule):
             def skip(path: Path, err: Exception) -> None:
                 skipped.append(str(path))
 
-            splits, classes = {}, None
+            splits = {}
             on_bad = skip if self.on_bad_file == "skip" else None
-            for split, (paths, labels, names) in listed.items():
+            for split, (paths, labels) in listed.items():
                 images = sources.decode_all(paths, channels, size, on_bad_file=on_bad)
                 left_out = set(skipped)
                 kept = [label for path, label in zip(paths, labels, strict=True) if str(path) not in left_out]
                 splits[split] = (images, torch.tensor(kept, dtype=torch.long))
-                classes = classes or names or None
-            return {"splits": _items(splits), "classes": classes, "skipped": skipped}
+            return {"splits": _items(splits), "classes": classes or None, "skipped": skipped}
 
         return files, settings, build
 

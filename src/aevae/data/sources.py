@@ -187,15 +187,18 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(found)
 
 
-def labelled_files(folder: Path) -> tuple[list[Path], list[int], list[str]]:
-    """The images below `folder`, each labelled by its top-level sub-folder (sorted names are
-    the classes, as in torchvision's ImageFolder); images directly in `folder` get -1."""
-    files = list_images(folder)
-    parts = [f.relative_to(folder).parts for f in files]
-    classes = sorted({p[0] for p in parts if len(p) > 1})
+def labelled_files(folders: dict[str, Path]) -> tuple[dict[str, tuple[list[Path], list[int]]], list[str]]:
+    """The images below each of `folders` (by split), labelled by their top-level sub-folder:
+    the sorted names of those across all splits are the classes (as in torchvision's
+    ImageFolder); images directly in a split's folder get -1."""
+    found = {split: list_images(folder) for split, folder in folders.items()}
+    parts = {split: [f.relative_to(folders[split]).parts for f in files] for split, files in found.items()}
+    classes = sorted({p[0] for split_parts in parts.values() for p in split_parts if len(p) > 1})
     index = {name: i for i, name in enumerate(classes)}
-    labels = [index[p[0]] if len(p) > 1 else -1 for p in parts]
-    return files, labels, classes
+    labelled = {
+        split: (found[split], [index[p[0]] if len(p) > 1 else -1 for p in parts[split]]) for split in found
+    }
+    return labelled, classes
 
 
 # -- arrays ------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import torch
 import torchmetrics
 from torch import Tensor, nn
 
-from aevae.losses import ReconstructionLoss, bernoulli_nll, pixel_mse
+from aevae.losses import ReconstructionLoss, bits_per_dim, pixel_mse
 from aevae.metrics import ActiveUnits
 from aevae.models.module import Model
 
@@ -56,6 +56,8 @@ class Autoencoder(Model):
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
     ) -> None:
         metrics = dict.fromkeys((*self.term_names, "mse", "bce"), torchmetrics.MeanMetric)
+        if "neg_elbo" in self.term_names:  # a likelihood model: its NLL bound in bits/dim too
+            metrics["bits_per_dim"] = torchmetrics.MeanMetric
         metrics["active_units"] = lambda: ActiveUnits(int(latent_dim))
         super().__init__(optimizer, lr, metrics, scheduler)
         self.save_hyperparameters(ignore=["net", "likelihood", "optimizer", "scheduler"], logger=False)
@@ -95,6 +97,8 @@ class Autoencoder(Model):
         logits = self.decode(code)
         values = self.terms(*args)
         values["mse"] = pixel_mse(self.likelihood.mean(logits), target)
-        values["bce"] = bernoulli_nll(logits, target)
+        values["bce"] = self.likelihood.bce(logits, target)
+        if "neg_elbo" in values:
+            values["bits_per_dim"] = bits_per_dim(values["neg_elbo"], self.image_shape)
         values["active_units"] = code
         return values
