@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -143,3 +145,28 @@ def test_vae_with_the_logistic_likelihood_at_3x32x32(name: str) -> None:
     assert all(v.shape == (4,) and torch.isfinite(v).all() for v in terms.values())
     terms["loss"].mean().backward()
     assert vae(x).shape == x.shape
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refused"),
+    [
+        (["model/net=conv"], None),
+        (["model/net=conv", "model.net.channels=[16,32,64]"], None),
+        (["model/net=resnet", "loss=logistic", "loss.components=5"], None),
+        (["model/net=conv", "model.net.channels=wide"], "model.net.channels='wide' is not allowed"),
+        (["model/net=conv", "model.net.channels=[]"], "model.net.channels=[] is not allowed"),
+        (["model/net=resnet", "model.net.channels=[64,0]"], "model.net.channels=[64,0] is not allowed"),
+        (["model/net=resnet", "model.net.blocks=-1"], "model.net.blocks=-1 is not allowed"),
+        (["model/net=resnet", "model.net.residual_channels=0"], "model.net.residual_channels=0 is not"),
+        (["loss=logistic", "loss.components=0"], "loss.components=0 is not allowed"),
+    ],
+)
+def test_net_and_logistic_settings_are_checked_before_the_run(overrides: list[str], refused) -> None:
+    from aevae.validation import validate
+
+    cfg = compose_config(overrides)
+    if refused is None:
+        validate(cfg)
+    else:
+        with pytest.raises(UserError, match=re.escape(refused)):
+            validate(cfg)
