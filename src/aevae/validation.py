@@ -141,11 +141,14 @@ RULES = (
     Rule("model.kl_warmup_epochs", "an integer >= 0", int_at_least(0)),
     Rule("model.free_bits", "a number >= 0", lambda v: _is_number(v) and v >= 0),
     Rule("loss.learn_sigma", "true or false", lambda v: isinstance(v, bool)),
+    Rule("loss.components", "an integer >= 1", int_at_least(1)),
     Rule(
         "model.net.channels",
-        "two integers >= 1, e.g. [32,64]",
-        lambda v: isinstance(v, list) and len(v) == 2 and all(int_at_least(1)(c) for c in v),
+        "auto or a list of integers >= 1, e.g. [32,64,128]",
+        lambda v: v == "auto" or (isinstance(v, list) and bool(v) and all(int_at_least(1)(c) for c in v)),
     ),
+    Rule("model.net.blocks", "an integer >= 0", int_at_least(0)),
+    Rule("model.net.residual_channels", "an integer >= 1", int_at_least(1)),
     Rule("data.drop_last", "true or false", lambda v: isinstance(v, bool)),
     Rule(
         "model.hidden_dims",

@@ -31,8 +31,8 @@ class Autoencoder(Model):
 
     Args:
         latent_dim: size of the code z.
-        net: factory taking `image_shape` and `hidden_dims` (e.g. `nets.MLP`),
-            whose `.encoder(n)`/`.decoder(latent_dim)` build the two halves.
+        net: factory taking `image_shape` and `hidden_dims` (e.g. `nets.MLP`), whose
+            `.encoder(n)`/`.decoder(latent_dim, out_channels)` build the two halves.
         likelihood: a :mod:`aevae.losses` module (the `loss` config group).
         optimizer: partial optimizer, called with the parameters and `lr`.
         scheduler: partial LR scheduler, called with the optimizer, stepped once per epoch.
@@ -65,7 +65,8 @@ class Autoencoder(Model):
         self.image_shape = tuple(int(d) for d in image_shape)
         nets = net(image_shape=self.image_shape, hidden_dims=hidden_dims)
         self.encoder: nn.Module = nets.encoder(self.latent_dim * self.code_factor)
-        self.decoder: nn.Module = nets.decoder(self.latent_dim)
+        # as many maps per pixel as the likelihood has parameters (the logistic's mean and scale)
+        self.decoder: nn.Module = nets.decoder(self.latent_dim, likelihood.out_channels(self.image_shape[0]))
         self.likelihood = likelihood
 
     # -- the model, per subclass ---------------------------------------------------
