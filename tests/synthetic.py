@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from PIL import Image
 from aevae.data.sources import CIFAR10_FILES, CIFAR10_FOLDER
 
 REPO = Path(__file__).resolve().parents[1]
-PHOTOS = REPO.parent / "shared" / "data" / "photos"
+#: The real photos beside MNIST: $AEVAE_DATA/photos, else the checkout's ../shared/data/photos.
+PHOTOS = Path(os.environ.get("AEVAE_DATA") or REPO.parent / "shared" / "data").resolve() / "photos"
 
 
 def write_cifar10(root: Path, per_batch: int = 6, seed: int = 0) -> None:

@@ -50,3 +50,28 @@ def shape_of(data: Any) -> list[int]:
         what = "DIR (a folder of images)" if name == "image_folder" else "FILE (.npy, .npz or .pt)"
         raise DataError(f"data={name} needs data.path={what}")
     return image_shape(name, data.get("image_size"), data.get("channels"), data.get("path"))
+
+
+def num_classes(data: Any) -> int:
+    """The classes of a data config's labels (0: unlabelled), known without decoding images: 10
+    for the MNIST family, CIFAR-10 and SVHN; an image folder's top-level sub-folders (of
+    train/ where it has one); an array's largest label + 1."""
+    from pathlib import Path
+
+    name = data.get("name", "mnist")
+    if name in (*MNIST_FAMILY, "cifar10", "svhn"):
+        return 10
+    if name == "image_folder":
+        folder = Path(str(data.get("path"))).expanduser()
+        folder = folder / "train" if (folder / "train").is_dir() else folder
+        return (
+            len([d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")])
+            if folder.is_dir()
+            else 0
+        )
+    if name == "array":
+        from aevae.data.sources import read_array
+
+        labels = read_array(str(data.get("path")))[1]
+        return int(labels.max()) + 1 if len(labels) and int(labels.max()) >= 0 else 0
+    return 0
