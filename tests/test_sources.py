@@ -113,7 +113,7 @@ def test_class_sub_folders_label_the_images(tmp_path: Path) -> None:
     listed, classes = labelled_files({"all": tmp_path})
     files, labels = listed["all"]
     assert classes == ["cats", "dogs"]
-    named = {f.relative_to(tmp_path).as_posix(): label for f, label in zip(files, labels, strict=True)}
+    named = {Path(f).relative_to(tmp_path).as_posix(): label for f, label in zip(files, labels, strict=True)}
     assert named == {"cats/a.png": 0, "cats/deep/b.png": 0, "dogs/c.jpg": 1, "top.png": -1}
 
 

@@ -47,7 +47,7 @@ def cache_folder(data_location: str | Path) -> Path:
     return user_cache()
 
 
-def fingerprint(files: Iterable[Path], settings: dict[str, Any]) -> str:
+def fingerprint(files: Iterable[str | Path], settings: dict[str, Any]) -> str:
     """A digest of each file's path, size and mtime, and of `settings` (JSON-able)."""
     digest = hashlib.sha256(json.dumps({"format": FORMAT, **settings}, sort_keys=True).encode())
     for path in files:

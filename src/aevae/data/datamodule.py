@@ -191,7 +191,7 @@ class ImageDataModule(L.LightningDataModule):
             )
         return {split: (item["images"], item["labels"]) for split, item in contents["splits"].items()}
 
-    def _source(self) -> tuple[list[Path], dict, Any]:
+    def _source(self) -> tuple[list[str | Path], dict, Any]:
         """The files a set is made of, the settings that shape its tensors, and its decoder."""
         settings = {"name": self.name, "image_size": self.image_size, "channels": self.channels}
         size, root, classes = self.image_shape[1], self.root, None
@@ -213,7 +213,7 @@ class ImageDataModule(L.LightningDataModule):
             files, read = [self.path], lambda: {"all": sources.read_array(self.path)}
         return files, settings, lambda: {"splits": _items(read()), "classes": classes}
 
-    def _image_folder(self, size: int, settings: dict) -> tuple[list[Path], dict, Any]:
+    def _image_folder(self, size: int, settings: dict) -> tuple[list[str | Path], dict, Any]:
         folder = self.path
         if not folder.is_dir():
             raise DataError(f"data.path={folder} is not a folder of images")
@@ -232,7 +232,7 @@ class ImageDataModule(L.LightningDataModule):
         def build() -> dict:
             skipped: list[str] = []
 
-            def skip(path: Path, err: Exception) -> None:
+            def skip(path: str | Path, err: Exception) -> None:
                 skipped.append(str(path))
 
             splits = {}
