@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from PIL import Image
 
 from aevae.callbacks import trackers
 from aevae.config import CONFIG_DIR, UserError, compose_config
@@ -29,9 +31,23 @@ def test_every_group_has_options() -> None:
     assert all(options(g) for g in GROUPS)
 
 
+def needed_overrides(group: str, option: str, tmp_path: Path) -> list[str]:
+    """What an option cannot do without: the data of data=array and data=image_folder."""
+    if (group, option) == ("data", "array"):
+        np.save(tmp_path / "images.npy", np.zeros((20, 8, 8), dtype=np.uint8))
+        return [f"data.path={tmp_path / 'images.npy'}"]
+    if (group, option) == ("data", "image_folder"):
+        (tmp_path / "images").mkdir()
+        Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "images" / "a.png")
+        return [f"data.path={tmp_path / 'images'}"]
+    return []
+
+
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_option_composes_and_builds(group: str, option: str, tmp_path: Path) -> None:
-    cfg = compose_config([f"{group}={option}"], output_dir=tmp_path)
+    cfg = compose_config(
+        [f"{group}={option}", *needed_overrides(group, option, tmp_path)], output_dir=tmp_path
+    )
     assert OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     instantiate(cfg.data)
     if not (cfg.model._target_.endswith(("VAE", "IWAE")) and cfg.loss._target_.endswith("MSE")):

@@ -1,0 +1,156 @@
+"""Every data set through the one ImageDataModule: splits, shapes, labels, cache, bad input."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from aevae.data import DataError, ImageDataModule
+from synthetic import write_celeba, write_cifar10, write_svhn
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("AEVAE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def sizes(dm: ImageDataModule) -> list[int]:
+    return [len(dm.splits[s][0]) for s in ("train", "val", "test")]
+
+
+def test_cifar10_and_svhn_carve_val_from_train_and_keep_their_test(tmp_path: Path) -> None:
+    write_cifar10(tmp_path, per_batch=10)
+    dm = ImageDataModule(name="cifar10", root=str(tmp_path), download=False, val_size=8, batch_size=4)
+    dm.setup()
+    assert sizes(dm) == [42, 8, 10] and dm.image_shape == (3, 32, 32)
+    assert dm.splits["train"][0].dtype == torch.uint8 and dm.classes[0] == "airplane"
+    assert dm.train_batches_per_epoch() == 11
+    write_svhn(tmp_path / "svhn", n_train=30, n_test=6)
+    dm = ImageDataModule(name="svhn", root=str(tmp_path / "svhn"), download=False, val_size=5, batch_size=4)
+    dm.setup()
+    assert sizes(dm) == [25, 5, 6] and int(dm.splits["test"][1].max()) <= 9
+
+
+def test_celeba_uses_its_partition_and_image_size(tmp_path: Path) -> None:
+    write_celeba(tmp_path, [0] * 6 + [1, 1, 2, 2])
+    dm = ImageDataModule(name="celeba", root=str(tmp_path), download=False, image_size=32, batch_size=2)
+    dm.setup()
+    assert sizes(dm) == [6, 2, 2] and dm.splits["train"][0].shape[1:] == (3, 32, 32)
+
+
+def test_missing_files_say_where_and_how(tmp_path: Path) -> None:
+    for name, what in (("cifar10", "cifar-10-batches-py"), ("svhn", "train_32x32.mat"), ("celeba", "celeba")):
+        dm = ImageDataModule(name=name, root=str(tmp_path), download=False)
+        with pytest.raises(DataError, match=rf"{what}.* not found under data.root={tmp_path}.*download"):
+            dm.setup()
+
+
+def write_folder(root: Path, layout: dict[str, int], seed: int = 0) -> None:
+    """`layout`: relative folder -> number of images; mixed sizes, grey and colour, PNG and JPEG."""
+    rng = np.random.default_rng(seed)
+    for folder, n in layout.items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            side = int(rng.integers(20, 60))
+            pixels = rng.integers(0, 256, (side, side + 5, 3), dtype=np.uint8)
+            image = Image.fromarray(pixels).convert("L" if i % 3 == 0 else "RGB")
+            image.save(root / folder / f"{i}.{'jpg' if i % 2 else 'png'}")
+
+
+def test_an_image_folder_with_classes_is_split_by_seeded_fractions(tmp_path: Path) -> None:
+    write_folder(tmp_path / "pics", {"cat": 12, "dog": 8})
+    kwargs = {"name": "image_folder", "path": str(tmp_path / "pics"), "image_size": 16, "batch_size": 4}
+    dm = ImageDataModule(**kwargs, val_fraction=0.1, test_fraction=0.2)
+    dm.setup()
+    assert sizes(dm) == [14, 2, 4] and dm.classes == ["cat", "dog"]
+    assert dm.splits["train"][0].shape[1:] == (3, 16, 16)
+    assert sorted(set(torch.cat([dm.splits[s][1] for s in ("train", "val", "test")]).tolist())) == [0, 1]
+    again = ImageDataModule(**kwargs, val_fraction=0.1, test_fraction=0.2)
+    again.setup()  # the same split from the same seed, now read from the cache
+    assert all(torch.equal(dm.splits[s][0], again.splits[s][0]) for s in ("train", "val", "test"))
+    grey = ImageDataModule(**kwargs, channels=1)
+    grey.setup()
+    assert grey.splits["train"][0].shape[1:] == (1, 16, 16) and grey.image_shape == (1, 16, 16)
+
+
+def test_train_val_test_folders_are_the_splits(tmp_path: Path) -> None:
+    write_folder(tmp_path / "pics", {"train/a": 6, "train/b": 4, "val/a": 2, "test/b": 3})
+    dm = ImageDataModule(name="image_folder", path=str(tmp_path / "pics"), image_size=8, batch_size=2)
+    dm.setup()
+    assert sizes(dm) == [10, 2, 3] and dm.classes == ["a", "b"]
+    assert dm.splits["val"][1].tolist() == [0, 0] and dm.splits["test"][1].tolist() == [1, 1, 1]
+
+
+def test_a_flat_folder_is_unlabelled(tmp_path: Path) -> None:
+    write_folder(tmp_path / "pics", {".": 10})
+    dm = ImageDataModule(name="image_folder", path=str(tmp_path / "pics"), image_size=8, batch_size=2)
+    dm.setup()
+    assert (torch.cat([dm.splits[s][1] for s in ("train", "val", "test")]) == -1).all()
+    assert dm.classes is None
+
+
+def test_a_corrupt_file_stops_the_run_or_is_skipped_and_listed(tmp_path: Path) -> None:
+    write_folder(tmp_path / "pics", {".": 12})
+    (tmp_path / "pics" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    kwargs = {"name": "image_folder", "path": str(tmp_path / "pics"), "image_size": 8, "batch_size": 2}
+    with pytest.raises(DataError, match=r"broken.png cannot be read as an image.*on_bad_file=skip"):
+        ImageDataModule(**kwargs).setup()
+    dm = ImageDataModule(**kwargs, on_bad_file="skip")
+    dm.setup()
+    assert sum(sizes(dm)) == 12 and dm.skipped_files == [str(tmp_path / "pics" / "broken.png")]
+
+
+@pytest.mark.parametrize(
+    "layout,message",
+    [
+        ({}, "holds no image files"),
+        ({".": 3}, "3 training images, fewer than one batch"),
+    ],
+)
+def test_empty_or_too_small_folders_are_refused(tmp_path: Path, layout: dict, message: str) -> None:
+    (tmp_path / "pics").mkdir()
+    write_folder(tmp_path / "pics", layout)
+    dm = ImageDataModule(name="image_folder", path=str(tmp_path / "pics"), image_size=8, batch_size=64)
+    with pytest.raises(DataError, match=message):
+        dm.setup()
+
+
+def test_an_array_keeps_its_images_and_labels(tmp_path: Path) -> None:
+    images = np.random.default_rng(0).integers(0, 256, (50, 12, 12, 3), dtype=np.uint8)
+    np.savez(tmp_path / "data.npz", x=images, y=np.arange(50) % 4)
+    dm = ImageDataModule(name="array", path=str(tmp_path / "data.npz"), batch_size=8, test_fraction=0.2)
+    assert dm.image_shape == (3, 12, 12)  # from the file, before any setup
+    dm.setup()
+    assert sizes(dm) == [35, 5, 10]
+    every = torch.cat([dm.splits[s][0] for s in ("train", "val", "test")])
+    assert sorted(every.flatten(1).sum(1).tolist()) == sorted(
+        torch.from_numpy(images).permute(0, 3, 1, 2).flatten(1).sum(1).tolist()
+    )
+
+
+def test_the_second_setup_is_a_cache_hit_and_a_changed_file_rebuilds(
+    tmp_path: Path, own_cache: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_folder(tmp_path / "pics", {".": 10})
+    kwargs = {"name": "image_folder", "path": str(tmp_path / "pics"), "image_size": 8, "batch_size": 2}
+    ImageDataModule(**kwargs).setup()
+    cached = list(own_cache.glob("image_folder-*.pt"))
+    assert len(cached) == 1
+    stamp = cached[0].stat().st_mtime_ns
+    ImageDataModule(**kwargs).setup()
+    assert cached[0].stat().st_mtime_ns == stamp  # read, not written again
+    one = tmp_path / "pics" / "3.jpg"
+    Image.fromarray(np.zeros((30, 30, 3), dtype=np.uint8)).save(one)
+    os.utime(one, ns=(stamp + 10**9, stamp + 10**9))
+    with caplog.at_level(logging.INFO, logger="aevae.data.cache"):
+        dm = ImageDataModule(**kwargs)
+        dm.setup()
+    assert "is stale" in caplog.text and len(list(own_cache.glob("image_folder-*.pt"))) == 1
+    assert any(int(x.max()) == 0 for x in torch.cat([dm.splits[s][0] for s in ("train", "val", "test")]))
