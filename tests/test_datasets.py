@@ -209,3 +209,26 @@ def test_a_folder_of_real_photo_crops_trains_evaluates_and_samples_in_colour(tmp
     proc = run(*command("sample"), f"run_dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert Image.open(run_dir / "samples" / "prior_samples.png").mode == "RGB"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="streaming from pinned host memory needs a GPU")
+def test_a_split_over_the_device_budget_streams_the_same_batches(tmp_path: Path, monkeypatch) -> None:
+    from aevae.data import TensorBatches
+    from aevae.data.batches import shuffled
+
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(ImageDataModule, "device", property(lambda self: cuda))
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).integers(0, 256, (300, 3, 8, 8), dtype=np.uint8))
+    delivered = []
+    for budget in (None, 0.0):  # resident on the GPU; then over a zero budget: streamed from the host
+        dm = ImageDataModule(
+            name="array", path=str(tmp_path / "x.npy"), batch_size=16, device_memory_gb=budget
+        )
+        dm.setup()
+        images, labels = dm._on_device("train")
+        assert images.is_cuda == (budget is None) and images.is_pinned() == (budget is not None)
+        batches = TensorBatches(images, labels, 16, shuffled(len(images), 0), steps_per_chunk=4, device=cuda)
+        chunks = list(batches)
+        assert all(bx.is_cuda and by.is_cuda for chunk in chunks for bx, by in chunk)
+        delivered.append(torch.cat([bx for chunk in chunks for bx, _ in chunk]).cpu())
+    assert torch.equal(*delivered)

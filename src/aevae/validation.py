@@ -119,6 +119,7 @@ RULES = (
     Rule("data.val_fraction", "a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
     Rule("data.test_fraction", "a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
     Rule("data.on_bad_file", "error or skip", one_of(("error", "skip"))),
+    Rule("data.device_memory_gb", "null or a number >= 0", lambda v: _is_number(v) and v >= 0, optional=True),
     Rule("data.download", "true or false", lambda v: isinstance(v, bool)),
     Rule("data.batch_size", "an integer >= 1", int_at_least(1)),
     Rule("data.eval_batch_size", "an integer >= 1", int_at_least(1)),

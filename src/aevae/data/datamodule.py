@@ -68,7 +68,9 @@ class ImageDataModule(L.LightningDataModule):
     mask) at `noise_level` corrupts every split's inputs on the device; batches
     are then `(noisy, labels, clean)` and a model learns noisy -> clean.
     `on_bad_file=skip` leaves out image files that cannot be decoded (listed in the run
-    dir's `skipped_files.txt`) instead of stopping at the first.
+    dir's `skipped_files.txt`) instead of stopping at the first. On a GPU the splits live in
+    its memory up to `device_memory_gb` (default: half of it); a larger one streams its batches
+    from pinned host memory with asynchronous copies.
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class ImageDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         on_bad_file: str = "error",
+        device_memory_gb: float | None = None,
     ) -> None:
         super().__init__()
         if name not in NAMES:
@@ -113,6 +116,7 @@ class ImageDataModule(L.LightningDataModule):
         self.image_shape = tuple(image_shape(name, image_size, channels, path))
         self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
         self.on_bad_file = on_bad_file
+        self.device_memory_gb = device_memory_gb
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.train_size = val_size, train_size
         self.split_seed, self.seed, self.drop_last = split_seed, seed, drop_last
@@ -375,12 +379,34 @@ class ImageDataModule(L.LightningDataModule):
         return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
 
     def _on_device(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Move a split to the training device once and keep it there."""
+        """Move a split to the training device once and keep it there; on a GPU, a split that
+        does not fit in what is left of `device_memory_gb` stays in pinned host memory, and its
+        batches are copied over as they are needed (`TensorBatches.device`)."""
         images, labels = self.splits[split]
-        if images.device != self.device:
-            images, labels = images.to(self.device), labels.to(self.device)
-            self.splits[split] = (images, labels)
-        return images, labels
+        device = self.device
+        if images.device == device or images.is_pinned():
+            return images, labels
+        if device.type == "cuda" and images.nbytes > self._device_room(device):
+            log.info(
+                "data: the %s split (%.1f GB) does not fit in data.device_memory_gb; it streams from "
+                "pinned host memory",
+                split,
+                images.nbytes / 1e9,
+            )
+            images = images.pin_memory()
+        else:
+            images = images.to(device)
+        self.splits[split] = (images, labels.to(device))
+        return self.splits[split]
+
+    def _device_room(self, device: torch.device) -> int:
+        """Bytes of `device_memory_gb` (default: half the GPU) not yet taken by resident splits."""
+        budget = self.device_memory_gb
+        total = (
+            budget * 1e9 if budget is not None else torch.cuda.get_device_properties(device).total_memory / 2
+        )
+        taken = sum(x.nbytes for x, _ in self.splits.values() if x.device == device)
+        return int(total - taken)
 
     def train_dataloader(self) -> TensorBatches:
         images, labels = self._on_device("train")
@@ -401,6 +427,7 @@ class ImageDataModule(L.LightningDataModule):
             progress=processed if trainer is not None else None,
             binarize_seed=self.binarize_seed if self.binarize == "dynamic" else None,
             corrupt=self.corrupt,
+            device=self.device,
         )
 
     def _eval_batches(self, split: str) -> TensorBatches:
@@ -409,7 +436,9 @@ class ImageDataModule(L.LightningDataModule):
         shard = None
         if trainer is not None and trainer.world_size > 1:
             shard = eval_shard(len(images), trainer.global_rank, trainer.world_size)
-        return TensorBatches(images, labels, self.eval_batch_size, shard, corrupt=self.corrupt)
+        return TensorBatches(
+            images, labels, self.eval_batch_size, shard, corrupt=self.corrupt, device=self.device
+        )
 
     def val_dataloader(self) -> TensorBatches:
         return self._eval_batches("val")
