@@ -167,6 +167,8 @@ def test_a_folder_of_real_photo_crops_trains_evaluates_and_samples_in_colour(tmp
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     photo_crops(tmp_path / "crops", 320)
+    broken = tmp_path / "crops" / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not a JPEG")
     run_dir = tmp_path / "run"
     aevae_train(
         "data=image_folder",
@@ -176,11 +178,13 @@ def test_a_folder_of_real_photo_crops_trains_evaluates_and_samples_in_colour(tmp
         "model=vae",
         "model/net=conv",
         "loss=logistic",
+        "data.on_bad_file=skip",
         "trainer.max_epochs=2",
         "callbacks.projector.num_points=50",
         *QUIET,
         f"hydra.run.dir={run_dir}",
     )
+    assert (run_dir / "skipped_files.txt").read_text() == f"{broken}\n"
     metrics = read_metrics(run_dir)
     assert metrics["test/bits_per_dim"] == pytest.approx(
         metrics["test/neg_elbo"] / (3072 * math.log(2)), rel=1e-5
