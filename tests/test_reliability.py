@@ -74,6 +74,18 @@ BAD_INPUTS = [
     (["callbacks.step_checkpoint.every_n_train_steps=0"], "callbacks.step_checkpoint.every_n_train_steps=0"),
     (["ckpt_path=/nonexistent.ckpt"], "ckpt_path=/nonexistent.ckpt"),
     (["resume=/nonexistent"], "resume=/nonexistent"),
+    (["data=image_folder"], "data=image_folder needs data.path=DIR"),
+    (["data=image_folder", "data.path=/nonexistent"], "data.path=/nonexistent is not a folder of images"),
+    (["data=array", "data.path=/etc/hostname"], "data=array reads .npy, .npz or .pt files"),
+    (["data=image_folder", "data.path=/tmp", "data.channels=2"], "data.channels=2"),
+    (
+        ["data=cifar10", "data.root=/nonexistent", "data.download=false"],
+        "cifar-10-batches-py/data_batch_1 not found",
+    ),
+    (
+        ["model/net=conv", "data=celeba", "data.image_size=30", "data.download=false"],
+        "model/net=conv with 3 blocks",
+    ),
 ]
 
 

@@ -254,7 +254,9 @@ def _load(path: Path) -> object:
         raise DataError(f"data.path={path} does not exist or is not a file")
     suffix = path.suffix.lower()
     if suffix not in (".npy", ".npz", ".pt"):
-        raise DataError(f"data.path={path}: data=array reads .npy, .npz or .pt files, not {suffix!r}")
+        raise DataError(
+            f"data.path={path}: data=array reads .npy, .npz or .pt files, not {suffix or 'files without one'}"
+        )
     try:
         if suffix == ".npy":
             return np.load(path, mmap_mode="r")
