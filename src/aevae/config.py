@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,12 @@ def _config_dir() -> Path:
 
 
 CONFIG_DIR = _config_dir()
+
+
+def cache_dir() -> Path:
+    """`$AEVAE_CACHE`, else `~/.cache/aevae`: what aevae makes once and reuses (the digit judge,
+    the unpacked MNIST it ships)."""
+    return Path(os.environ.get("AEVAE_CACHE") or Path.home() / ".cache" / "aevae").expanduser()
 
 
 def one_folder(name: str) -> str:

@@ -11,6 +11,7 @@ import torch
 from torchvision import datasets
 
 from aevae.data.batches import TensorBatches, binarize, shuffled, to_float
+from aevae.data.embedded import embedded_root, has_mnist
 from aevae.data.idx import DataError, check_idx, idx_count, unpack_archives
 from aevae.data.noise import Corruption
 from aevae.distributed import eval_shard
@@ -32,7 +33,7 @@ DATASETS: dict[str, type[datasets.MNIST]] = {
 
 
 def default_root() -> str:
-    """`$AEVAE_DATA` when set, else `./data`."""
+    """`$AEVAE_DATA` when set, else `./data` (MNIST: the shipped copy when neither holds one)."""
     return os.environ.get("AEVAE_DATA") or "./data"
 
 
@@ -78,6 +79,9 @@ class MNISTDataModule(L.LightningDataModule):
             raise DataError(f"data.name={name!r} is not known; choose one of {sorted(DATASETS)}")
         self.name, self.download = name, download
         self.root = Path(root if root is not None else default_root()).expanduser()
+        if name == "mnist" and not has_mnist(self.root):  # before any download is tried
+            log.info("%s holds no MNIST: reading the copy shipped with aevae", self.root)
+            self.root = embedded_root()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.train_size = val_size, train_size
         self.split_seed, self.seed, self.drop_last = split_seed, seed, drop_last

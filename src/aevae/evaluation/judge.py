@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -23,15 +22,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from aevae.config import UserError
+from aevae.config import UserError, cache_dir
 from aevae.models import Classifier, load_checkpoint, resolve_checkpoint
 
 log = logging.getLogger(__name__)
-
-
-def cache_dir() -> Path:
-    """`$AEVAE_CACHE`, else `~/.cache/aevae`."""
-    return Path(os.environ.get("AEVAE_CACHE") or Path.home() / ".cache" / "aevae").expanduser()
 
 
 @contextlib.contextmanager
