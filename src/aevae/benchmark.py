@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aevae.cli import argument_parser
 from aevae.config import compose_config
 from aevae.data import MNISTDataModule, TensorBatches, to_float
 from aevae.data.batches import shuffled
@@ -238,9 +239,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argument_parser("aevae-bench", __doc__)
     parser.add_argument("--models", nargs="+", default=["ae", "vae"], choices=["ae", "vae"])
     parser.add_argument("--epochs", type=int, default=3, help="epochs per measurement (first is warm-up)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

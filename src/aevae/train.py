@@ -21,6 +21,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from aevae.cli import answer_version
 from aevae.config import CONFIG_DIR, UserError, one_line_errors, quote_paths, user_error
 from aevae.validation import validate
 
@@ -190,12 +191,14 @@ def _task(cfg: DictConfig) -> Any:
             metrics = train(cfg)
     except Exception as err:  # a mistake in the user's input gets one line, not a traceback
         message = user_error(err)
-        _write_error(Path(hydra_cfg.runtime.output_dir), message or traceback.format_exc())
+        run_dir = Path(hydra_cfg.runtime.output_dir)
+        _write_error(run_dir, message or traceback.format_exc())
         if message is None:
             raise
-        log.error(message)
-        if sweeping:
-            raise JobFailed(message) from None
+        if sweeping:  # the job's line, once; Hydra's report at the sweep's end points to it
+            log.error(message)
+            raise JobFailed(f"its error is in {run_dir / ERROR_FILE}") from None
+        _log_to_file(logging.ERROR, message)  # the console gets the one line below
         print(f"aevae-train: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
     return _objective(cfg, metrics)
@@ -248,6 +251,14 @@ def _objective(cfg: DictConfig, metrics: dict[str, float]) -> Any:
     return metrics[key]
 
 
+def _log_to_file(level: int, message: str) -> None:
+    """`message` into the run's train.log (the file handlers of Hydra's logging), not the console."""
+    record = log.makeRecord(log.name, level, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def _write_error(run_dir: Path, text: str) -> None:
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -257,6 +268,7 @@ def _write_error(run_dir: Path, text: str) -> None:
 def main() -> Any:
     """The `aevae-train` command. `resume=RUN_DIR` continues that run: its own overrides,
     its run dir and its last checkpoint, with any other overrides given on top."""
+    answer_version("aevae-train")
     args = sys.argv[1:]
     resume = [a for a in args if a.startswith("resume=")]
     if resume:
@@ -266,7 +278,12 @@ def main() -> Any:
         with one_line_errors("aevae-train"):
             sys.argv = [sys.argv[0], *resume_overrides(resume[-1].split("=", 1)[1], others), resume[-1]]
     sys.argv = [sys.argv[0], *quote_paths(sys.argv[1:])]
-    return _task()
+    try:
+        return _task()
+    finally:
+        from aevae.summary import write_pending
+
+        write_pending()  # a sweep with a failed job never reaches Hydra's on_multirun_end
 
 
 if __name__ == "__main__":
