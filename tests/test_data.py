@@ -176,13 +176,16 @@ def test_a_root_without_mnist_falls_back_to_the_shipped_copy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AEVAE_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "empty").mkdir()
     dm = MNISTDataModule(root=str(tmp_path / "empty"), download=True, val_size=5000)
     assert dm.root == tmp_path / "cache" / "data"
     raw = dm.root / "MNIST" / "raw"
     assert {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in raw.iterdir()} == embedded.MD5
     dm.setup()
     assert [len(dm.splits[s][0]) for s in ("train", "val", "test")] == [55000, 5000, 10000]
-    assert not (tmp_path / "empty").exists()  # nothing was downloaded there
+    assert not list((tmp_path / "empty").iterdir())  # nothing was downloaded there
+    with pytest.raises(DataError, match="not found in"):  # a folder that is not there: a typo?
+        MNISTDataModule(root=str(tmp_path / "typo"), download=False).setup()
 
 
 def test_a_damaged_shipped_copy_is_refused_in_one_line(
@@ -194,7 +197,7 @@ def test_a_damaged_shipped_copy_is_refused_in_one_line(
     monkeypatch.setattr(embedded, "ARCHIVES", archives)
     monkeypatch.setenv("AEVAE_CACHE", str(tmp_path / "cache"))
     with pytest.raises(DataError) as err:
-        MNISTDataModule(root=str(tmp_path / "empty"))
+        MNISTDataModule(root=str(tmp_path))
     message = str(err.value)
     assert "t10k-labels-idx1-ubyte.gz unpacks to md5" in message and "reinstall" in message
     assert "\n" not in message

@@ -32,9 +32,20 @@ DATASETS: dict[str, type[datasets.MNIST]] = {
 }
 
 
+#: data.root when neither it nor $AEVAE_DATA is set (conf/data/mnist.yaml says the same).
+DEFAULT_ROOT = "./data"
+
+
 def default_root() -> str:
     """`$AEVAE_DATA` when set, else `./data` (MNIST: the shipped copy when neither holds one)."""
-    return os.environ.get("AEVAE_DATA") or "./data"
+    return os.environ.get("AEVAE_DATA") or DEFAULT_ROOT
+
+
+def _falls_back(root: Path) -> bool:
+    """MNIST comes from the copy shipped with aevae when `root` holds none, if `root` is the
+    default or a folder that exists: a named folder that does not exist is more likely a typo
+    than a wish for the shipped copy, and gets the missing-data error (or the download)."""
+    return not has_mnist(root) and (root.is_dir() or root == Path(DEFAULT_ROOT))
 
 
 class MNISTDataModule(L.LightningDataModule):
@@ -79,7 +90,7 @@ class MNISTDataModule(L.LightningDataModule):
             raise DataError(f"data.name={name!r} is not known; choose one of {sorted(DATASETS)}")
         self.name, self.download = name, download
         self.root = Path(root if root is not None else default_root()).expanduser()
-        if name == "mnist" and not has_mnist(self.root):  # before any download is tried
+        if name == "mnist" and _falls_back(self.root):  # before any download is tried
             log.info("%s holds no MNIST: reading the copy shipped with aevae", self.root)
             self.root = embedded_root()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
