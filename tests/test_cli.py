@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import aevae
+from aevae.config import UserError, require
 from conftest import command, run
 
 #: command -> (its module, words its help page must show, words it must not).
@@ -98,3 +99,20 @@ def test_an_error_of_eval_is_one_line_printed_once() -> None:
     assert proc.returncode == 2
     lines = (proc.stdout + proc.stderr).splitlines()
     assert lines == ["aevae-eval: error: give one of ckpt=CHECKPOINT or run_dir=RUN_DIR"]
+
+
+def test_a_missing_extra_is_one_line_naming_it() -> None:
+    with pytest.raises(UserError) as err:
+        require("aevae_no_such_module", "mlflow", by="logger=mlflow", name="MLflow")
+    assert str(err.value) == "logger=mlflow needs MLflow: pip install 'aevae[mlflow]'"
+    assert require("json", "none", by="-").dumps([]) == "[]"
+    # a plugin of an extra, as if not installed: aevae-train says which extra before Hydra looks
+    script = (
+        "import sys; sys.modules['hydra_plugins.hydra_optuna_sweeper'] = None;"
+        "sys.argv = ['aevae-train', '-m', 'hparams_search=optuna']; from aevae.train import main; main()"
+    )
+    proc = run(sys.executable, "-c", script)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "aevae-train: error: hparams_search=optuna needs Hydra's Optuna sweeper: pip install 'aevae[optuna]'"
+    ]

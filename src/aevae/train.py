@@ -265,11 +265,40 @@ def _write_error(run_dir: Path, text: str) -> None:
         (run_dir / ERROR_FILE).write_text(text.rstrip() + "\n")
 
 
+#: Overrides that need a Hydra plugin from an extra: (module, extra, what it is).
+PLUGINS = {
+    "hparams_search=optuna": ("hydra_plugins.hydra_optuna_sweeper", "optuna", "Hydra's Optuna sweeper"),
+    "hydra/launcher=submitit_slurm": (
+        "hydra_plugins.hydra_submitit_launcher",
+        "slurm",
+        "Hydra's submitit launcher",
+    ),
+    "hydra/launcher=submitit_local": (
+        "hydra_plugins.hydra_submitit_launcher",
+        "slurm",
+        "Hydra's submitit launcher",
+    ),
+}
+
+
+def _require_plugins(args: list[str]) -> None:
+    """One line naming the extra to install, instead of Hydra's "Could not find" and the list of
+    every option it knows, when an override needs a plugin that is not installed."""
+    from aevae.config import require
+
+    for arg in args:
+        if arg in PLUGINS:
+            module, extra, name = PLUGINS[arg]
+            require(module, extra, by=arg, name=name)
+
+
 def main() -> Any:
     """The `aevae-train` command. `resume=RUN_DIR` continues that run: its own overrides,
     its run dir and its last checkpoint, with any other overrides given on top."""
     answer_version("aevae-train")
     args = sys.argv[1:]
+    with one_line_errors("aevae-train"):
+        _require_plugins(args)
     resume = [a for a in args if a.startswith("resume=")]
     if resume:
         from aevae.checkpointing import resume_overrides
