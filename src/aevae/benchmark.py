@@ -219,9 +219,10 @@ def measure(name: str, model: str, args: argparse.Namespace) -> Result:
     device = torch.device(args.device)
     if device.type != "cuda":  # as aevae-train does (see aevae.train.build), for every contender
         os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
-    dm = MNISTDataModule(root=args.data_root, download=False)
+    dm = MNISTDataModule(root=args.data_root, download=False, train_size=args.train_size)
     accelerator = "gpu" if device.type == "cuda" else "cpu"
     common = [f"data.root={dm.root}", f"trainer.accelerator={accelerator}", f"seed={args.seed}"]
+    common += [f"data.train_size={args.train_size}"] if args.train_size else []
     if name == "tutorial":
         return tutorial_loop(model, str(dm.root), args.epochs, device)
     if name == "hand":
@@ -237,6 +238,7 @@ def _in_fresh_process(name: str, model: str, args: argparse.Namespace) -> Result
     cmd = [sys.executable, "-m", "aevae.benchmark", "--worker", name, model, "--epochs", str(args.epochs)]
     cmd += ["--device", args.device, "--seed", str(args.seed)]
     cmd += ["--data-root", args.data_root] if args.data_root else []
+    cmd += ["--train-size", str(args.train_size)] if args.train_size else []
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{name}/{model} failed:\n{proc.stderr[-3000:]}")
@@ -258,6 +260,12 @@ def run(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip", nargs="*", default=[], choices=[*CONTENDERS, "command"])
     parser.add_argument("--repeats", type=int, default=1, help="rounds of all runs, interleaved")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--train-size",
+        type=int,
+        default=None,
+        help="training images of (b)-(e) (default: all 55k); for smoke runs",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmark.json"))
     parser.add_argument("--worker", nargs=2, metavar=("RUN", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
