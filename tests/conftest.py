@@ -14,12 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from aevae.data.embedded import embedded_root, has_mnist
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def mnist_root() -> Path:
-    """Folder holding MNIST/raw/: $AEVAE_DATA, else the checkout's ../shared/data."""
+    """Folder holding MNIST/raw/: $AEVAE_DATA, else the checkout's ../shared/data, else the copy
+    shipped with aevae (unpacked into $AEVAE_CACHE or ~/.cache/aevae), as on a fresh clone."""
     root = Path(os.environ.get("AEVAE_DATA") or REPO.parent / "shared" / "data").resolve()
+    if not os.environ.get("AEVAE_DATA") and not has_mnist(root):
+        root = embedded_root()
     if not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
         pytest.fail(f"the tests need MNIST's IDX files under {root}/MNIST/raw (set AEVAE_DATA)")
     return root

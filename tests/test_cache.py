@@ -83,11 +83,11 @@ def test_two_processes_building_at_once_decode_once_and_read_whole_files(tmp_pat
 
 def test_the_cache_goes_beside_writable_data_else_to_the_user_cache(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("AEVAE_CACHE", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     (tmp_path / "data").mkdir()
     assert cache_folder(tmp_path / "data") == (tmp_path / "data" / ".aevae_cache")
     monkeypatch.setattr(os, "access", lambda path, mode: False)  # a read-only data folder
-    assert cache_folder(tmp_path / "data") == tmp_path / "xdg" / "aevae"
+    assert cache_folder(tmp_path / "data") == tmp_path / "home" / ".cache" / "aevae"
     monkeypatch.setenv("AEVAE_CACHE", str(tmp_path / "mine"))
     assert cache_folder(tmp_path / "data") == tmp_path / "mine"
 

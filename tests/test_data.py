@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
-from aevae.data import DataError, MNISTDataModule, TensorBatches
+from aevae.data import DataError, MNISTDataModule, TensorBatches, embedded
 from aevae.data.batches import shuffled
-from conftest import write_idx
+from conftest import EXE, REPO, SMALL_DATA, write_idx
 
 FASHION_DEB = Path("/usr/share/datasets/fashion-mnist")
 
@@ -100,25 +105,25 @@ def test_other_datasets_read_from_synthetic_idx(tmp_path: Path, name: str, folde
 
 
 def test_missing_data_says_where_and_how(tmp_path: Path) -> None:
-    dm = MNISTDataModule(root=str(tmp_path / "nowhere"), download=False)
+    dm = MNISTDataModule(name="fashion_mnist", root=str(tmp_path / "nowhere"), download=False)
     with pytest.raises(DataError) as err:
         dm.setup()
     message = str(err.value)
-    assert str(tmp_path / "nowhere" / "MNIST" / "raw") in message
+    assert str(tmp_path / "nowhere" / "FashionMNIST" / "raw") in message
     assert "data.download=true" in message and "AEVAE_DATA" in message
 
 
 def test_a_failed_download_says_why_and_how_to_do_without(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from torchvision.datasets import MNIST
+    from torchvision.datasets import FashionMNIST
 
-    monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])  # nothing listens on port 9
+    monkeypatch.setattr(FashionMNIST, "mirrors", ["http://127.0.0.1:9/"])  # nothing listens on port 9
     with pytest.raises(DataError) as err:
-        MNISTDataModule(root=str(tmp_path), download=True).prepare_data()
+        MNISTDataModule(name="fashion_mnist", root=str(tmp_path), download=True).prepare_data()
     message = str(err.value)
-    assert message.startswith("could not download MNIST (urlopen error") and "\n" not in message
-    assert str(tmp_path / "MNIST" / "raw") in message and "AEVAE_DATA" in message
+    assert message.startswith("could not download FashionMNIST (urlopen error") and "\n" not in message
+    assert str(tmp_path / "FashionMNIST" / "raw") in message and "AEVAE_DATA" in message
 
 
 def test_gz_archives_are_unpacked_offline(tmp_path: Path) -> None:
@@ -150,9 +155,9 @@ def test_split_sizes_that_do_not_fit_are_refused(tmp_path: Path) -> None:
 
 def test_root_defaults_to_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AEVAE_DATA", str(tmp_path))
-    assert MNISTDataModule().root == tmp_path
+    assert MNISTDataModule(name="kmnist").root == tmp_path
     monkeypatch.delenv("AEVAE_DATA")
-    assert MNISTDataModule().root == Path("data")
+    assert MNISTDataModule(name="kmnist").root == Path("data")
 
 
 @pytest.mark.skipif(not FASHION_DEB.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
@@ -165,3 +170,55 @@ def test_fashion_mnist_from_the_debian_archives(tmp_path: Path) -> None:
     dm = MNISTDataModule(name="fashion_mnist", root=str(tmp_path), download=False)
     dm.setup()
     assert [len(dm.splits[s][0]) for s in ("train", "val", "test")] == [55_000, 5_000, 10_000]
+
+
+def test_a_root_without_mnist_falls_back_to_the_shipped_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AEVAE_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "empty").mkdir()
+    dm = MNISTDataModule(root=str(tmp_path / "empty"), download=True, val_size=5000)
+    assert dm.root == tmp_path / "cache" / "data"
+    raw = dm.root / "MNIST" / "raw"
+    assert {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in raw.iterdir()} == embedded.MD5
+    dm.setup()
+    assert [len(dm.splits[s][0]) for s in ("train", "val", "test")] == [55000, 5000, 10000]
+    assert not list((tmp_path / "empty").iterdir())  # nothing was downloaded there
+    with pytest.raises(DataError, match="not found in"):  # a folder that is not there: a typo?
+        MNISTDataModule(root=str(tmp_path / "typo"), download=False).setup()
+
+
+def test_a_damaged_shipped_copy_is_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archives = tmp_path / "archives"
+    shutil.copytree(embedded.ARCHIVES, archives)
+    (archives / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"not MNIST"))
+    monkeypatch.setattr(embedded, "ARCHIVES", archives)
+    monkeypatch.setenv("AEVAE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(DataError) as err:
+        MNISTDataModule(root=str(tmp_path))
+    message = str(err.value)
+    assert "t10k-labels-idx1-ubyte.gz unpacks to md5" in message and "reinstall" in message
+    assert "\n" not in message
+    assert not list((tmp_path / "cache" / "data" / "MNIST" / "raw").glob("t10k-labels*"))  # no bad file left
+
+
+def test_a_fresh_clone_trains_offline_on_the_shipped_mnist(tmp_path: Path) -> None:
+    """README's first command on a machine with no data, no $AEVAE_DATA and no network, run from
+    outside the checkout: MNIST comes from the copy inside the package, no download is tried."""
+    env = {k: v for k, v in os.environ.items() if k != "AEVAE_DATA"}
+    nowhere = "http://127.0.0.1:9"  # nothing listens on port 9: any download attempt fails
+    env |= {"AEVAE_CACHE": str(tmp_path / "cache"), "http_proxy": nowhere, "https_proxy": nowhere}
+    env |= {"HTTP_PROXY": nowhere, "HTTPS_PROXY": nowhere, "no_proxy": "", "OMP_NUM_THREADS": "1"}
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    assert REPO not in cwd.parents
+    args = [*SMALL_DATA, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "logger=none"]
+    args += ["callbacks=none", "hydra.run.dir=run"]
+    proc = subprocess.run([EXE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (cwd / "run" / "train.log").read_text()
+    assert "data holds no MNIST: reading the copy shipped with aevae" in log
+    assert "test/mse" in json.loads((cwd / "run" / "metrics.json").read_text())
+    assert not (cwd / "data").exists()  # the default data.root: nothing downloaded into it

@@ -102,6 +102,10 @@ def _check_bad_input(case: tuple[list[str], str], run_dir: Path) -> str | None:
         problems.append("exited 0")
     if len(errors) != 1 or expected not in errors[0]:
         problems.append(f"expected one error line with {expected!r}, got {errors}")
+    elif (proc.stdout + proc.stderr).count(message := errors[0].removeprefix("aevae-train: error: ")) != 1:
+        problems.append("printed the error more than once")
+    elif (run_dir / "train.log").is_file() and message not in (run_dir / "train.log").read_text():
+        problems.append("left the error out of train.log")  # (no log when refused before Hydra ran)
     if "Traceback" in proc.stderr + proc.stdout:
         problems.append("printed a traceback")
     if (run_dir / "checkpoints").exists():

@@ -37,8 +37,10 @@ def test_two_by_two_sweep_and_its_summary(tmp_path: Path, launcher: list[str]) -
     assert ",".join(sorted([*TINY, "latent_dim=8", "model=vae"])) in names  # the job's overrides, sorted
     metrics = {d.name: json.loads((d / "metrics.json").read_text()) for d in jobs}
     assert all("test/mse" in m for m in metrics.values())
+    written = (tmp_path / "summary.md").read_text()  # by the sweep itself, as it ended
 
     assert summary_main([str(tmp_path)]) == 0
+    assert (tmp_path / "summary.md").read_text() == written
     with open(tmp_path / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
@@ -69,6 +71,12 @@ def test_a_failing_job_does_not_stop_the_others(tmp_path: Path) -> None:
     jobs = {d.name.split("_", 1)[0]: d for d in job_dirs(tmp_path)}
     assert (jobs["0"] / "metrics.json").is_file() and (jobs["2"] / "metrics.json").is_file()
     assert "latent_dim=0 is not allowed" in (jobs["1"] / "error.txt").read_text()
+    assert (proc.stdout + proc.stderr).count("latent_dim=0 is not allowed") == 1  # printed once
+    # the sweep summarized itself, the failed job included, before it exited
+    with open(tmp_path / "summary.csv") as f:
+        statuses = {r["latent_dim"]: r["status"] for r in csv.DictReader(f)}
+    assert statuses == {"0": "failed", "2": "ok", "8": "ok"}
+    assert "sweep summary: 3 jobs, 1 failed" in proc.stderr + proc.stdout
     assert summary_main([str(tmp_path)]) == 1  # and so does the summary
     with open(tmp_path / "summary.csv") as f:
         rows = {r["latent_dim"]: r for r in csv.DictReader(f)}

@@ -25,22 +25,25 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import lightning as L
-import torch
-import torch.nn.functional as F
-from torch import nn
+from aevae.cli import argument_parser
 
-from aevae.config import compose_config
-from aevae.data import MNISTDataModule, TensorBatches, to_float
-from aevae.data.batches import shuffled
-from aevae.losses import kl_std_normal
+if TYPE_CHECKING:
+    import torch
+
+    from aevae.data import MNISTDataModule
+
+# torch, Lightning and aevae's data are imported where they are used: `aevae-bench --help`
+# answers without them (importing them takes seconds).
 
 Result = dict[str, float | str]
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
+        import torch
+
         torch.cuda.synchronize(device)
 
 
@@ -60,19 +63,28 @@ def _steady(times: list[float]) -> list[float]:
     return times[1:] if len(times) > 1 else times
 
 
-@torch.no_grad()
 def _test_mse(reconstruct: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> float:
+    import torch
+    import torch.nn.functional as F
+
+    from aevae.data import to_float
+
     total = 0.0
-    for start in range(0, len(images), 1000):
-        x = to_float(images[start : start + 1000]).flatten(1)
-        total += F.mse_loss(reconstruct(x), x, reduction="sum").item()
+    with torch.no_grad():
+        for start in range(0, len(images), 1000):
+            x = to_float(images[start : start + 1000]).flatten(1)
+            total += F.mse_loss(reconstruct(x), x, reduction="sum").item()
     return total / images.numel()
 
 
 # -- (a) the tutorial, as written (including its defects) -------------------------------
 def tutorial_loop(model: str, root: str, epochs: int, device: torch.device) -> Result:
+    import torch
+    from torch import nn
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
+
+    from aevae.losses import kl_std_normal
 
     train = datasets.MNIST(root, train=True, transform=transforms.ToTensor(), download=False)
     loader = DataLoader(train, batch_size=64, shuffle=True)
@@ -105,6 +117,14 @@ def tutorial_loop(model: str, root: str, epochs: int, device: torch.device) -> R
 
 # -- (b) the eager floor: no framework, same data path and math as aevae's defaults ------
 def hand_loop(model: str, dm: MNISTDataModule, epochs: int, device: torch.device, seed: int) -> Result:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from aevae.data import TensorBatches
+    from aevae.data.batches import shuffled
+    from aevae.losses import kl_std_normal
+
     torch.manual_seed(seed)
     images, labels = (t.to(device) for t in dm.splits["train"])
     batches = TensorBatches(images, labels, dm.batch_size, sampler=shuffled(len(images), seed))
@@ -136,6 +156,7 @@ def hand_loop(model: str, dm: MNISTDataModule, epochs: int, device: torch.device
 # -- (c)/(d) aevae itself, through the same build path as `aevae-train` ----------------------
 def aevae_run(model: str, overrides: list[str], epochs: int) -> Result:
     from aevae.callbacks import EpochTimer
+    from aevae.config import compose_config
     from aevae.train import build
 
     with tempfile.TemporaryDirectory() as out:
@@ -150,20 +171,6 @@ def aevae_run(model: str, overrides: list[str], epochs: int) -> Result:
 
 
 # -- the whole command: startup and memory -------------------------------------------------
-class FirstStepClock(L.Callback):
-    """Writes to `path` the wall-clock time (`time.time()`, one clock for every process) at which
-    the first training batch ended, and the optimizer steps taken by then: how the benchmark
-    times command-to-first-step from outside the real `aevae-train` process, without a hook in
-    the training path."""
-
-    def __init__(self, path: str) -> None:
-        self.path = Path(path)
-
-    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
-        if not self.path.exists():
-            self.path.write_text(f"{time.time()} {trainer.global_step}\n")
-
-
 def _train_exe() -> str:
     return str(Path(sys.executable).with_name("aevae-train"))
 
@@ -175,7 +182,8 @@ def one_step_command(root: str, accelerator: str) -> dict[str, float]:
         clock = Path(out) / "first_step"
         args = [f"data.root={root}", f"trainer.accelerator={accelerator}", "trainer.max_steps=1"]
         args += ["test=false", "logger=none", "callbacks=none", f"hydra.run.dir={out}/run"]
-        args += ["+callbacks.clock._target_=aevae.benchmark.FirstStepClock", f"+callbacks.clock.path={clock}"]
+        args += ["+callbacks.clock._target_=aevae.callbacks.timer.FirstStepClock"]
+        args += [f"+callbacks.clock.path={clock}"]
         start = time.time()
         subprocess.run([_train_exe(), *args], check=True, capture_output=True)
         whole = time.time() - start
@@ -204,12 +212,17 @@ GPU_ONLY = ("aevae_eager",)
 
 def measure(name: str, model: str, args: argparse.Namespace) -> Result:
     """Time one contender in this process."""
+    import torch
+
+    from aevae.data import MNISTDataModule
+
     device = torch.device(args.device)
     if device.type != "cuda":  # as aevae-train does (see aevae.train.build), for every contender
         os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
-    dm = MNISTDataModule(root=args.data_root, download=False)
+    dm = MNISTDataModule(root=args.data_root, download=False, train_size=args.train_size)
     accelerator = "gpu" if device.type == "cuda" else "cpu"
     common = [f"data.root={dm.root}", f"trainer.accelerator={accelerator}", f"seed={args.seed}"]
+    common += [f"data.train_size={args.train_size}"] if args.train_size else []
     if name == "tutorial":
         return tutorial_loop(model, str(dm.root), args.epochs, device)
     if name == "hand":
@@ -225,6 +238,7 @@ def _in_fresh_process(name: str, model: str, args: argparse.Namespace) -> Result
     cmd = [sys.executable, "-m", "aevae.benchmark", "--worker", name, model, "--epochs", str(args.epochs)]
     cmd += ["--device", args.device, "--seed", str(args.seed)]
     cmd += ["--data-root", args.data_root] if args.data_root else []
+    cmd += ["--train-size", str(args.train_size)] if args.train_size else []
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{name}/{model} failed:\n{proc.stderr[-3000:]}")
@@ -238,19 +252,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argument_parser("aevae-bench", __doc__)
     parser.add_argument("--models", nargs="+", default=["ae", "vae"], choices=["ae", "vae"])
     parser.add_argument("--epochs", type=int, default=3, help="epochs per measurement (first is warm-up)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="default: cuda when there is a GPU, else cpu")
     parser.add_argument("--data-root", default=None, help="default: $AEVAE_DATA or ./data")
     parser.add_argument("--skip", nargs="*", default=[], choices=[*CONTENDERS, "command"])
     parser.add_argument("--repeats", type=int, default=1, help="rounds of all runs, interleaved")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--train-size",
+        type=int,
+        default=None,
+        help="training images of (b)-(e) (default: all 55k); for smoke runs",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmark.json"))
     parser.add_argument("--worker", nargs=2, metavar=("RUN", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    import torch
+
+    from aevae.data import MNISTDataModule
+
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.worker:
         print("RESULT " + json.dumps(measure(*args.worker, args)))
         return {}

@@ -10,10 +10,11 @@ digit-likeness; then representation, compression and denoising), and
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
+
+from aevae.cli import argument_parser
 
 #: (the tutorial's row, what is measured, eval.json metric, format); "↓"/"↑": lower/higher is better.
 ROWS = (
@@ -89,9 +90,7 @@ def samples_figure(reports: list[dict[str, Any]], path: Path) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argument_parser("aevae-compare", __doc__)
     parser.add_argument("runs", nargs="+", type=Path, help="run dirs holding eval.json (or eval.json files)")
     parser.add_argument(
         "--out", type=Path, default=Path("compare"), help="where to write (default: ./compare)"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 from omegaconf import ListConfig, OmegaConf
 
@@ -19,6 +22,12 @@ def _config_dir() -> Path:
 
 
 CONFIG_DIR = _config_dir()
+
+
+def cache_dir() -> Path:
+    """`$AEVAE_CACHE`, else `~/.cache/aevae`: what aevae makes once and reuses (the digit judge,
+    the unpacked MNIST it ships)."""
+    return Path(os.environ.get("AEVAE_CACHE") or Path.home() / ".cache" / "aevae").expanduser()
 
 
 def one_folder(name: str) -> str:
@@ -65,6 +74,18 @@ def user_error(err: BaseException) -> str | None:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
+
+
+def require(module: str, extra: str, *, by: str, name: str | None = None) -> ModuleType:
+    """`module`, imported; where it is not installed, a one-line UserError naming the extra that
+    installs it: `require("mlflow", "mlflow", by="logger=mlflow", name="MLflow")` raises
+    "logger=mlflow needs MLflow: pip install 'aevae[mlflow]'"."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        if err.name is not None and module != err.name and not module.startswith(f"{err.name}."):
+            raise  # the package is there but one of its own imports failed: that is its error
+        raise UserError(f"{by} needs {name or module}: pip install 'aevae[{extra}]'") from err
 
 
 #: Overrides whose value is a path: a sweep's job dirs have '=' in their names (0_model=ae).

@@ -18,10 +18,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
-from aevae.config import CONFIG_DIR, one_line_errors, quote_paths
+from aevae.cli import answer_version, standalone_app
+from aevae.config import one_line_errors, quote_paths
 
 log = logging.getLogger("aevae.eval")
 
@@ -198,7 +198,7 @@ def _number(value: float) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
+@standalone_app("eval")
 def _task(cfg: DictConfig) -> None:
     with one_line_errors("aevae-eval"):
         evaluate(cfg)
@@ -206,6 +206,7 @@ def _task(cfg: DictConfig) -> None:
 
 def main() -> None:
     """The `aevae-eval` command."""
+    answer_version("aevae-eval")
     sys.argv = [sys.argv[0], *quote_paths(sys.argv[1:])]
     _task()
 

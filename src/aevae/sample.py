@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
-from aevae.config import CONFIG_DIR, UserError, one_line_errors, quote_paths
+from aevae.cli import answer_version, standalone_app
+from aevae.config import UserError, one_line_errors, quote_paths
 
 
 def sample(cfg: DictConfig) -> dict[str, Path]:
@@ -125,7 +125,7 @@ def scatter_latents(codes: Any, labels: Any, path: Path, title: str) -> Path:
     return path
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="sample")
+@standalone_app("sample")
 def _task(cfg: DictConfig) -> None:
     with one_line_errors("aevae-sample"):
         sample(cfg)
@@ -133,6 +133,7 @@ def _task(cfg: DictConfig) -> None:
 
 def main() -> None:
     """The `aevae-sample` command."""
+    answer_version("aevae-sample")
     sys.argv = [sys.argv[0], *quote_paths(sys.argv[1:])]
     _task()
 

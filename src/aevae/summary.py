@@ -4,19 +4,29 @@ Reads every job dir of a Hydra multirun (`.hydra/overrides.yaml` plus
 `metrics.json`, or `error.txt` for a failed job) and writes, into the sweep
 dir, `summary.csv`, `summary.md` and `summary.png` (test metrics against
 `latent_dim`, one line per value of the other swept keys). Failed jobs stay in
-the table with their error.
+the table with their error. `aevae-train -m` writes them itself when its sweep
+ends (`SweepSummary`, a Hydra callback); this command writes them again.
+
+    aevae-summary outputs/multirun/2026-01-31/12-00-00
+    aevae-summary outputs/multirun/2026-01-31/12-00-00 --out report/
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
+import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from aevae.cli import argument_parser
+
+log = logging.getLogger(__name__)
 
 PLOTTED = ("test/mse", "test/bce", "test/neg_elbo", "test/active_units")
 
@@ -120,22 +130,68 @@ def plot(jobs: list[dict[str, Any]], out: Path) -> Path | None:
     return path
 
 
+def write_summary(sweep_dir: Path, out: Path | None = None) -> tuple[list[dict[str, Any]], Path | None]:
+    """summary.csv, summary.md and summary.png of `sweep_dir`, into `out` (default: the sweep
+    dir); returns the jobs' rows and the figure, if there was anything to plot."""
+    out = out or sweep_dir
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = summarize(sweep_dir)
+    write_tables(jobs, out)
+    return jobs, plot(jobs, out)
+
+
+def not_ok(jobs: list[dict[str, Any]]) -> list[str]:
+    return [j["job"] for j in jobs if j["status"] != "ok"]
+
+
+class SweepSummary(Callback):
+    """Hydra callback (`hydra.callbacks.summary` in conf/hydra/default.yaml): writes the summary
+    into the sweep dir when a multirun ends. Hydra calls `on_multirun_end` only after a sweep in
+    which every job succeeded (its basic sweeper re-raises a failed job's error first), so a
+    sweep that started is also summarized by `write_pending`, which `aevae-train` calls on its
+    way out, however the sweep ended."""
+
+    pending: ClassVar[list[Path]] = []
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        SweepSummary.pending.append(Path(config.hydra.sweep.dir))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        write_pending()
+
+
+def write_pending() -> None:
+    """The summary of each sweep started in this process and not yet summarized."""
+    while SweepSummary.pending:
+        sweep_dir = SweepSummary.pending.pop()
+        if not sweep_dir.is_dir() or not any(sweep_dir.glob("*/.hydra/overrides.yaml")):
+            continue  # no job got as far as its dir: nothing to summarize
+        try:
+            jobs, _ = write_summary(sweep_dir)
+        except Exception as err:  # the sweep's own outcome matters more than its summary
+            log.warning("could not summarize %s (%s); run aevae-summary %s", sweep_dir, err, sweep_dir)
+            continue
+        failed = not_ok(jobs)
+        log.info(
+            "sweep summary: %d jobs, %d failed or incomplete%s: %s",
+            len(jobs),
+            len(failed),
+            f" ({', '.join(failed)})" if failed else "",
+            sweep_dir / "summary.md",
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argument_parser("aevae-summary", __doc__)
     parser.add_argument("sweep_dir", type=Path, help="a multirun dir, e.g. outputs/multirun/<date>/<time>")
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: the sweep dir)")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         raise SystemExit(f"aevae-summary: error: {args.sweep_dir} is not a directory")
     out = args.out or args.sweep_dir
-    out.mkdir(parents=True, exist_ok=True)
-    jobs = summarize(args.sweep_dir)
-    write_tables(jobs, out)
-    figure = plot(jobs, out)
+    jobs, figure = write_summary(args.sweep_dir, out)
     print((out / "summary.md").read_text())
-    failed = [j["job"] for j in jobs if j["status"] != "ok"]
+    failed = not_ok(jobs)
     print(f"{len(jobs)} jobs, {len(failed)} failed or incomplete{': ' + ', '.join(failed) if failed else ''}")
     print(f"wrote {out / 'summary.csv'}, {out / 'summary.md'}" + (f", {figure}" if figure else ""))
     return 1 if failed else 0

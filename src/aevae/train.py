@@ -21,6 +21,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from aevae.cli import answer_version
 from aevae.config import CONFIG_DIR, UserError, one_line_errors, quote_paths, user_error
 from aevae.validation import validate
 
@@ -193,12 +194,14 @@ def _task(cfg: DictConfig) -> Any:
             metrics = train(cfg)
     except Exception as err:  # a mistake in the user's input gets one line, not a traceback
         message = user_error(err)
-        write_error(Path(hydra_cfg.runtime.output_dir), message or traceback.format_exc())
+        run_dir = Path(hydra_cfg.runtime.output_dir)
+        write_error(run_dir, message or traceback.format_exc())
         if message is None:
             raise
-        log.error(message)
-        if sweeping:
-            raise JobFailed(message) from None
+        if sweeping:  # the job's line, once; Hydra's report at the sweep's end points to it
+            log.error(message)
+            raise JobFailed(f"its error is in {run_dir / ERROR_FILE}") from None
+        _log_to_file(logging.ERROR, message)  # the console gets the one line below
         print(f"aevae-train: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
     return _objective(cfg, metrics)
@@ -266,16 +269,54 @@ def _objective(cfg: DictConfig, metrics: dict[str, float]) -> Any:
     return metrics[key]
 
 
+def _log_to_file(level: int, message: str) -> None:
+    """`message` into the run's train.log (the file handlers of Hydra's logging), not the console."""
+    record = log.makeRecord(log.name, level, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def write_error(run_dir: Path, text: str) -> None:
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / ERROR_FILE).write_text(text.rstrip() + "\n")
 
 
+#: Overrides that need a Hydra plugin from an extra: (module, extra, what it is).
+PLUGINS = {
+    "hparams_search=optuna": ("hydra_plugins.hydra_optuna_sweeper", "optuna", "Hydra's Optuna sweeper"),
+    "hydra/launcher=submitit_slurm": (
+        "hydra_plugins.hydra_submitit_launcher",
+        "slurm",
+        "Hydra's submitit launcher",
+    ),
+    "hydra/launcher=submitit_local": (
+        "hydra_plugins.hydra_submitit_launcher",
+        "slurm",
+        "Hydra's submitit launcher",
+    ),
+}
+
+
+def _require_plugins(args: list[str]) -> None:
+    """One line naming the extra to install, instead of Hydra's "Could not find" and the list of
+    every option it knows, when an override needs a plugin that is not installed."""
+    from aevae.config import require
+
+    for arg in args:
+        if arg in PLUGINS:
+            module, extra, name = PLUGINS[arg]
+            require(module, extra, by=arg, name=name)
+
+
 def main() -> Any:
     """The `aevae-train` command. `resume=RUN_DIR` continues that run: its own overrides,
     its run dir and its last checkpoint, with any other overrides given on top."""
+    answer_version("aevae-train")
     args = sys.argv[1:]
+    with one_line_errors("aevae-train"):
+        _require_plugins(args)
     resume = [a for a in args if a.startswith("resume=")]
     if resume:
         from aevae.checkpointing import resume_overrides
@@ -284,7 +325,12 @@ def main() -> Any:
         with one_line_errors("aevae-train"):
             sys.argv = [sys.argv[0], *resume_overrides(resume[-1].split("=", 1)[1], others), resume[-1]]
     sys.argv = [sys.argv[0], *quote_paths(sys.argv[1:])]
-    return _task()
+    try:
+        return _task()
+    finally:
+        from aevae.summary import write_pending
+
+        write_pending()  # a sweep with a failed job never reaches Hydra's on_multirun_end
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -47,3 +48,17 @@ class EpochTimer(L.Callback):
             self.epoch_seconds.append(seconds)
             images_per_s = self._images * trainer.world_size / seconds
             pl_module.log_dict({"perf/train_epoch_s": seconds, "perf/images_per_s": images_per_s})
+
+
+class FirstStepClock(L.Callback):
+    """Writes to `path` the wall-clock time (`time.time()`, one clock for every process) at which
+    the first training batch ended, and the optimizer steps taken by then: how `aevae-bench`
+    times command-to-first-step from outside the real `aevae-train` process, without a hook in
+    the training path."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if not self.path.exists():
+            self.path.write_text(f"{time.time()} {trainer.global_step}\n")

@@ -22,29 +22,24 @@ from typing import Any
 
 import torch
 
+from aevae.config import cache_dir
+
 log = logging.getLogger(__name__)
 
 #: Bumped when the layout of a cache file changes: older files are then rebuilt.
 FORMAT = 1
 
 
-def user_cache() -> Path:
-    """`$AEVAE_CACHE`, else the user's `~/.cache/aevae` (`$XDG_CACHE_HOME/aevae`)."""
-    if env := os.environ.get("AEVAE_CACHE"):
-        return Path(env).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "aevae"
-
-
 def cache_folder(data_location: str | Path) -> Path:
     """`$AEVAE_CACHE` when set; else `.aevae_cache/` beside the data, where that can be
     written (a shared read-only copy cannot); else the user's cache."""
     if os.environ.get("AEVAE_CACHE"):
-        return user_cache()
+        return cache_dir()
     location = Path(data_location).expanduser().resolve()
     beside = (location if location.is_dir() else location.parent) / ".aevae_cache"
     if os.access(beside if beside.exists() else beside.parent, os.W_OK):
         return beside
-    return user_cache()
+    return cache_dir()
 
 
 def fingerprint(files: Iterable[str | Path], settings: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ from torchvision import datasets
 from aevae.data import sources
 from aevae.data.batches import TensorBatches, binarize, shuffled, to_float
 from aevae.data.cache import cache_folder, fingerprint, load_or_build
+from aevae.data.embedded import embedded_root, has_mnist
 from aevae.data.idx import DataError, check_idx, idx_count, unpack_archives
 from aevae.data.noise import Corruption
 from aevae.data.shapes import NAMES, image_shape
@@ -40,9 +41,20 @@ DATASETS: dict[str, type[datasets.MNIST]] = {
 ON_BAD_FILE = ("error", "skip")
 
 
+#: data.root when neither it nor $AEVAE_DATA is set (conf/data/mnist.yaml says the same).
+DEFAULT_ROOT = "./data"
+
+
 def default_root() -> str:
-    """`$AEVAE_DATA` when set, else `./data`."""
-    return os.environ.get("AEVAE_DATA") or "./data"
+    """`$AEVAE_DATA` when set, else `./data` (MNIST: the shipped copy when neither holds one)."""
+    return os.environ.get("AEVAE_DATA") or DEFAULT_ROOT
+
+
+def _falls_back(root: Path) -> bool:
+    """MNIST comes from the copy shipped with aevae when `root` holds none, if `root` is the
+    default or a folder that exists: a named folder that does not exist is more likely a typo
+    than a wish for the shipped copy, and gets the missing-data error (or the download)."""
+    return not has_mnist(root) and (root.is_dir() or root == Path(DEFAULT_ROOT))
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -117,6 +129,9 @@ class ImageDataModule(L.LightningDataModule):
         self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
         self.on_bad_file = on_bad_file
         self.device_memory_gb = device_memory_gb
+        if name == "mnist" and _falls_back(self.root):  # before any download is tried
+            log.info("%s holds no MNIST: reading the copy shipped with aevae", self.root)
+            self.root = embedded_root()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.train_size = val_size, train_size
         self.split_seed, self.seed, self.drop_last = split_seed, seed, drop_last

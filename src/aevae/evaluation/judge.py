@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from aevae.config import UserError, quote_paths
-from aevae.data.cache import locked, user_cache
+from aevae.config import UserError, cache_dir, quote_paths
+from aevae.data.cache import locked
 from aevae.data.shapes import MNIST_FAMILY, image_shape, num_classes
 from aevae.models import Classifier, load_checkpoint, resolve_checkpoint
 
@@ -35,14 +35,14 @@ def judge_dir(data: dict[str, Any], epochs: int) -> Path:
     (an image folder's or an array's by its path too)."""
     name = data.get("name", "mnist")
     if name in MNIST_FAMILY:  # the name judges of these have always had
-        return user_cache() / "judge" / f"{name}-{epochs}epochs"
+        return cache_dir() / "judge" / f"{name}-{epochs}epochs"
     identity = {key: data.get(key) for key in JUDGE_KEYS}
     identity["path"] = str(Path(str(identity["path"])).expanduser().resolve()) if identity["path"] else None
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
     shape = "x".join(
         map(str, image_shape(name, data.get("image_size"), data.get("channels"), data.get("path")))
     )
-    return user_cache() / "judge" / f"{name}-{shape}-{digest}-{epochs}epochs"
+    return cache_dir() / "judge" / f"{name}-{shape}-{digest}-{epochs}epochs"
 
 
 #: The data settings a judge is trained for: the same images, seen the same way.
