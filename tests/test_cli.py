@@ -34,6 +34,11 @@ PAGES = {
         ["aevae-sample run_dir=", "pairs:", "manifold_size: 20", "reconstructions.png"],
         [*TRAINING, "iw_samples", "is powered by Hydra", "== Groups"],
     ),
+    "export": (
+        "aevae.export",
+        ["aevae-export run_dir=", "format: onnx", "opset: null", "export.json"],
+        [*TRAINING, "iw_samples", "is powered by Hydra", "== Groups"],
+    ),
     "compare": ("aevae.compare", ["aevae-compare RUN_DIR", "--names", "--out", "--version"], GROUPS),
     "summary": ("aevae.summary", ["aevae-summary outputs/multirun/", "sweep_dir", "--version"], GROUPS),
     "bench": ("aevae.benchmark", ["aevae-bench --models ae", "--epochs", "--repeats", "--version"], GROUPS),
@@ -86,7 +91,7 @@ def _completions(name: str, line: str) -> list[str]:
     return proc.stdout.split()
 
 
-@pytest.mark.parametrize("name", ["eval", "sample"])
+@pytest.mark.parametrize("name", ["eval", "sample", "export"])
 def test_tab_completion_offers_no_training_group(name: str) -> None:
     words = _completions(name, f"aevae-{name} ")
     assert "run_dir=" in words and "ckpt=" in words, words

@@ -128,5 +128,5 @@ def test_export_mistakes_are_one_line(trained: dict[str, Path], tmp_path: Path) 
     stub.mkdir(parents=True)
     (stub / "__init__.py").write_text("raise ImportError('not installed', name='onnx')\n")
     assert error_of(run_dir, PYTHONPATH=str(stub.parent)) == (  # where `import onnx` fails
-        "aevae-export: error: format=onnx needs ONNX (onnx is missing): pip install 'aevae[onnx]'"
+        "aevae-export: error: format=onnx needs ONNX (onnx): pip install 'aevae[onnx]'"
     )

@@ -152,7 +152,12 @@ def test_a_missing_tracker_names_its_extra(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, logger: str, message: str
 ) -> None:
     cfg = compose_config([f"logger={logger}"], output_dir=tmp_path)
-    monkeypatch.setattr(trackers.importlib.util, "find_spec", lambda name: None)
+    import aevae.config
+
+    def not_installed(name: str) -> None:
+        raise ImportError(f"No module named {name!r}", name=name)
+
+    monkeypatch.setattr(aevae.config.importlib, "import_module", not_installed)
     with pytest.raises(UserError) as raised:
         trackers.prepare(logger, cfg.logger[logger])
     assert str(raised.value) == message
@@ -170,11 +175,11 @@ class FakeRun:
 def test_a_jobs_wandb_run_closes_as_finished_or_failed(monkeypatch: pytest.MonkeyPatch, fails: bool) -> None:
     from types import SimpleNamespace
 
-    from aevae.train import _own_tracker_runs
+    from aevae.train import own_tracker_runs
 
     open_run = FakeRun()
     monkeypatch.setitem(sys.modules, "wandb", SimpleNamespace(run=open_run))
-    with pytest.raises(RuntimeError) if fails else contextlib.nullcontext(), _own_tracker_runs():
+    with pytest.raises(RuntimeError) if fails else contextlib.nullcontext(), own_tracker_runs():
         if fails:
             raise RuntimeError("the job failed")
     assert open_run.exit_codes == [1 if fails else 0]

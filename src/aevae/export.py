@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from aevae.config import CONFIG_DIR, UserError, one_line_errors, quote_paths
+from aevae.cli import answer_version, standalone_app
+from aevae.config import UserError, one_line_errors, quote_paths, require
 
 #: format -> the suffix of its files.
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "torch_export": ".pt2"}
@@ -35,14 +35,8 @@ JSON_FILE = "export.json"
 def require_onnx() -> None:
     """A one-line UserError when the `onnx` extra is not installed (torch.onnx's exporter needs
     onnx and onnxscript; the check after export runs the files in onnxruntime)."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError as err:
-        raise UserError(
-            f"format=onnx needs ONNX ({err.name} is missing): pip install 'aevae[onnx]'"
-        ) from None
+    for module in ("onnx", "onnxscript", "onnxruntime"):
+        require(module, "onnx", by="format=onnx", name=f"ONNX ({module})")
 
 
 def formats(value: Any) -> list[str]:
@@ -271,7 +265,7 @@ def max_difference(expected: Any, got: Any) -> float:
     )
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="export")
+@standalone_app("export")
 def _task(cfg: DictConfig) -> None:
     with one_line_errors("aevae-export"):
         export(cfg)
@@ -279,6 +273,7 @@ def _task(cfg: DictConfig) -> None:
 
 def main() -> None:
     """The `aevae-export` command."""
+    answer_version("aevae-export")
     sys.argv = [sys.argv[0], *quote_paths(sys.argv[1:])]
     _task()
 

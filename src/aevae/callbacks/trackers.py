@@ -8,7 +8,6 @@ callbacks ask this module instead of testing logger types themselves.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from typing import Any
@@ -18,7 +17,7 @@ import torch
 from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from torch import Tensor
 
-from aevae.config import UserError
+from aevae.config import require
 
 #: The loggers that show images.
 IMAGE_LOGGERS = (TensorBoardLogger, MLFlowLogger, WandbLogger)
@@ -34,19 +33,13 @@ def takes_images(logger: Logger) -> bool:
     return isinstance(logger, IMAGE_LOGGERS)
 
 
-def needs_extra(what: str, package: str, extra: str) -> UserError:
-    """The one line for a missing optional package: what needs it and the pip command."""
-    return UserError(f"{what} needs {package}: pip install 'aevae[{extra}]'")
-
-
 def prepare(key: str, logger_cfg: Any) -> None:
     """Before a logger of the `logger` group is built: its client is installed (else one line
     naming the extra), and MLflow may use a local file store."""
     target = str(logger_cfg.get("_target_", "")).rsplit(".", 1)[-1]
     if target in OPTIONAL:
         extra, module, package = OPTIONAL[target]
-        if importlib.util.find_spec(module) is None:
-            raise needs_extra(f"logger={key}", package, extra)
+        require(module, extra, by=f"logger={key}", name=package)
     uri = str(logger_cfg.get("tracking_uri") or "")
     if target == "MLFlowLogger" and (uri.startswith("file:") or "://" not in uri):
         # MLflow 3 keeps its file store (`mlruns/`) in maintenance and refuses it unless this is

@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import logging
 import os
+import threading
 from pathlib import Path
 
 from aevae.config import cache_dir
@@ -53,7 +54,8 @@ def _unpack(archive: Path, target: Path) -> None:
     same time, as DDP ranks do, never see a half-written file), refusing a wrong md5."""
     if not archive.is_file():
         raise DataError(f"{archive} is missing from the installed aevae; reinstall it (pip install aevae)")
-    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    # a name of its own per process *and thread* (the tests unpack from threads of one process)
+    partial = target.with_name(f"{target.name}.{os.getpid()}-{threading.get_ident()}.partial")
     digest = hashlib.md5(usedforsecurity=False)
     try:
         with gzip.open(archive, "rb") as src, open(partial, "wb") as dst:

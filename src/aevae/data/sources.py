@@ -75,10 +75,9 @@ SVHN_CLASSES = [str(digit) for digit in range(10)]
 
 def read_svhn(root: str | Path, splits: Sequence[str] = ("train", "test")) -> Splits:
     """SVHN's cropped digits under `root/`: `X [32, 32, 3, N]` and `y [N, 1]` with 10 for the digit 0."""
-    try:
-        from scipy import io as sio
-    except ImportError:
-        raise DataError("data=svhn reads MATLAB files with SciPy: pip install 'aevae[svhn]'") from None
+    from aevae.config import require
+
+    sio = require("scipy.io", "svhn", by="data=svhn", name="SciPy")
     out = {}
     for split in splits:
         path = _need(Path(root) / SVHN_FILES[split], "svhn", root)
