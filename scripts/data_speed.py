@@ -11,6 +11,7 @@ On a folder of N colour 32x32 PNG files (made here from crops of real photos, or
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -83,6 +84,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=50_000)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers, as a user sets them")
     parser.add_argument("--folder", type=Path, help="an existing folder of 3x32x32 images instead")
+    parser.add_argument("--json", type=Path, help="also write the figures and ratios here")
     args = parser.parse_args()
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
@@ -155,9 +157,13 @@ def main() -> None:
             f"DataLoader num_workers={args.workers}"
         )
         print(f"{'':32} {'DataLoader':>12} {'aevae':>12} {'ratio':>8}  goal")
+        ratios = {}
         for name, theirs, mine, goal in rows:
             ratio = theirs / mine if name.startswith("(c)") else mine / theirs
+            ratios[name[:3]] = round(ratio, 3)
             print(f"{name:32} {theirs:12.2f} {mine:12.2f} {ratio:8.2f}  {goal}")
+        if args.json:
+            args.json.write_text(json.dumps({"rows": rows, "ratios": ratios}, indent=2) + "\n")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

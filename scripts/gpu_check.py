@@ -210,6 +210,55 @@ def models_and_data(check: Check) -> None:
             check.judged(f"data={name}", f"1 epoch: test MSE {metrics['test/mse']:.4f}", "finishes", True)
 
 
+def colour_data(check: Check) -> None:
+    """Colour images of two sizes through the nets made for them (conv at 32, resnet at 64, the
+    logistic likelihood), the split streamed from pinned host memory, and the image-folder path
+    against torchvision's DataLoader (scripts/data_speed.py)."""
+    import numpy as np
+
+    n = 1000 if check.dry else 20_000
+    for size, net in ((32, "conv"), (64, "resnet")):
+        # smooth random images (a blurred noise field), stored as a uint8 array of N x H x W x 3
+        rng = np.random.default_rng(size)
+        coarse = rng.integers(0, 256, (n, size // 8, size // 8, 3), dtype=np.uint8)
+        images = coarse.repeat(8, axis=1).repeat(8, axis=2)
+        path = check.out / f"colour{size}.npy"
+        np.save(path, images)
+        what = f"data=array 3x{size}x{size}, model/net={net}, loss=logistic"
+        metrics = check.train(
+            what, "data=array", f"data.path={path}", "model=vae", f"model/net={net}", "loss=logistic",
+            "data.eval_batch_size=200", *(["trainer=gpu"] * (not check.dry)),
+        )  # fmt: skip
+        if metrics is not None:
+            bpd = metrics.get("test/bits_per_dim", float("nan"))
+            check.judged(what, f"1 epoch: test {bpd:.2f} bits/dim", "finishes, < 8 bits/dim", bpd < 8)
+    test = "tests/test_datasets.py::test_a_split_over_the_device_budget_streams_the_same_batches"
+    proc = check.run(
+        "streamed split", [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", test]
+    )
+    if proc is not None:
+        summary = proc.stdout.strip().splitlines()[-1]
+        expected = "skipped" if check.dry else "1 passed"
+        check.row(
+            "streamed split (pinned host memory)",
+            summary,
+            "passes on a GPU",
+            "ran" if check.dry and expected in summary else ("pass" if expected in summary else "FAIL"),
+        )
+    figures = check.out / "data_speed.json"
+    cmd = [
+        sys.executable,
+        str(REPO / "scripts" / "data_speed.py"),
+        "--images",
+        "500" if check.dry else "20000",
+    ]
+    if check.run("image folder vs DataLoader", [*cmd, "--json", str(figures)]) is not None:
+        ratios = json.loads(figures.read_text())["ratios"]
+        check.figures["data_speed"] = ratios
+        figure = f"delivery {ratios['(a)']:.1f}x, VAE epoch {ratios['(b)']:.2f}x, cache {ratios['(c)']:.1f}x"
+        check.row("image folder vs DataLoader", figure, "CPU goals: >= 10x, <= 0.6x, >= 10x", "ran")
+
+
 def csv_rows(path: Path):
     import csv
 
@@ -217,7 +266,14 @@ def csv_rows(path: Path):
         yield from csv.DictReader(f)
 
 
-STEPS: tuple[Callable[[Check], None], ...] = (bench, graph_test, trainers, sweep, models_and_data)
+STEPS: tuple[Callable[[Check], None], ...] = (
+    bench,
+    graph_test,
+    trainers,
+    sweep,
+    models_and_data,
+    colour_data,
+)
 
 
 def print_table(check: Check, seconds: float) -> None:
