@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from aevae.files import write_text
+
 #: (the tutorial's row, what is measured, eval.json metric, format); "↓"/"↑": lower/higher is better.
 ROWS = (
     ("latent: deterministic vs probabilistic", "reconstruction MSE per pixel ↓", "recon/mse", ".4f"),
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         report["name"] = report["title"] = name
     args.out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(reports)
-    (args.out / "compare.md").write_text(table)
+    write_text(args.out / "compare.md", table)
     figure = samples_figure(reports, args.out / "compare.png")
     print(table)
     print(f"wrote {args.out / 'compare.md'}" + (f", {figure}" if figure else ""))

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from aevae.files import atomic_open, write_text
+
 PLOTTED = ("test/mse", "test/bce", "test/neg_elbo", "test/active_units")
 
 
@@ -65,7 +67,7 @@ def write_tables(jobs: list[dict[str, Any]], out: Path) -> None:
     swept = swept_keys(jobs)
     metrics = sorted({k for j in jobs for k in j if "/" in k})
     columns = ["job", *swept, "status", *metrics, "error"]
-    with open(out / "summary.csv", "w", newline="") as f:
+    with atomic_open(out / "summary.csv", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(jobs)
@@ -73,7 +75,7 @@ def write_tables(jobs: list[dict[str, Any]], out: Path) -> None:
     for job in jobs:
         cells = [_cell(job.get(c, "")) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    write_text(out / "summary.md", "\n".join(lines) + "\n")
 
 
 def _cell(value: Any) -> str:
