@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from aevae.config import UserError, one_line_errors
 
@@ -155,7 +155,8 @@ class OutputDirs(Callback):
     def _check(self, config: DictConfig, key: str) -> None:
         with one_line_errors(self.program):
             try:
-                writable_dir(Path(str(OmegaConf.select(config, key))))  # the select claims a new dir
+                folder = str(OmegaConf.select(config, key))  # claims a new dir (the default)
+                writable_dir(Path(folder))
             except Exception as err:
                 disk = _disk_error(err)
                 if disk is None:
@@ -164,6 +165,8 @@ class OutputDirs(Callback):
                 raise UserError(
                     f"{key}={disk.path}{under} {disk.problem}; give {key} a folder you can write to"
                 ) from None
+        with read_write(config), open_dict(config):  # .hydra/hydra.yaml and multirun.yaml name it
+            OmegaConf.update(config, key, folder)
 
 
 def _disk_error(err: BaseException | None) -> DiskError | None:
