@@ -77,10 +77,8 @@ def atomic_open(
             raise
         previous = intact if intact is not None else (path if path.is_file() else None)
         kept = f"the previous {previous} is intact" if previous else "nothing was written"
-        problem, fix = (
-            reason(err, path),
-            "free space or choose another place" if _full(err) else "choose another place",
-        )
+        problem = reason(err, path)
+        fix = "free space or choose another place" if _full(err) else "choose another place"
         raise DiskError(path, problem, f"cannot write {path}: {problem}; {kept} ({fix})") from err
 
 
