@@ -18,6 +18,7 @@ from aevae.checkpointing import peek
 from aevae.chunked import NonFiniteLossError
 from aevae.config import compose_config
 from aevae.data import DATASETS, DataError, MNISTDataModule
+from aevae.data.shapes import NAMES
 from aevae.models import load_checkpoint
 from aevae.models.nets import ACTIVATIONS
 from aevae.train import build
@@ -107,7 +108,7 @@ def test_bad_inputs_get_one_line_naming_the_key(tmp_path: Path) -> None:
 
 def test_schema_knows_the_same_names_as_the_code() -> None:
     assert set(validation.ACTIVATIONS) == set(ACTIVATIONS)
-    assert set(validation.DATASET_NAMES) == set(DATASETS)
+    assert set(validation.DATASET_NAMES) == set(NAMES) and set(validation.MNIST_FAMILY) == set(DATASETS)
 
 
 # -- damaged data files -----------------------------------------------------------------------
