@@ -34,18 +34,19 @@ def test_eval_shards_are_disjoint_and_complete() -> None:
 
 
 def test_ddp_on_cpu_one_run_dir_same_metrics_on_every_rank(tmp_path: Path) -> None:
-    proc = run(EXE, *DDP, *SMALL, f"hydra.run.dir={tmp_path}")
+    proc = run(EXE, *DDP, *SMALL, cwd=tmp_path)  # the default run dir, which rank 0 claims
     assert proc.returncode == 0, proc.stderr[-4000:]
-    metrics = rank_metrics(tmp_path)
+    (run_dir,) = (tmp_path / "outputs" / "runs").glob("*/*")  # the child rank claimed none of its own
+    metrics = rank_metrics(run_dir)
     assert set(metrics) == {0, 1} and metrics[0] == metrics[1]  # reduced across ranks
-    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics[0]
-    assert len(list(tmp_path.rglob("metrics.json"))) == 1  # written once, no nested run dirs
+    assert json.loads((run_dir / "metrics.json").read_text()) == metrics[0]
+    assert len(list(run_dir.rglob("metrics.json"))) == 1  # written once, no nested run dirs
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0}).Reload()
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0}).Reload()
     assert len(events.Images("media/reconstructions")) == 2  # one per epoch: rank 0 alone draws
-    assert not [p for p in tmp_path.rglob(".hydra") if p.parent != tmp_path]
-    assert "global batch 128 = 64 per process x 2 process(es)" in (tmp_path / "train.log").read_text()
+    assert not [p for p in run_dir.rglob(".hydra") if p.parent != run_dir]
+    assert "global batch 128 = 64 per process x 2 process(es)" in (run_dir / "train.log").read_text()
 
 
 def test_ddp_chunks_average_gradients_across_ranks(tmp_path: Path) -> None:

@@ -183,6 +183,10 @@ def test_bad_checkpoints_get_one_line(tmp_path: Path, trained: dict[str, Path]) 
         ([f"run_dir={trained['ae']}", "eval.probe_c=0"], "eval.probe_c=0 is not allowed"),
         ([f"run_dir={trained['ae']}", "data.noise=blur"], "data.noise='blur' is not allowed"),
         ([f"run_dir={trained['ae']}", "device=tpu"], "device='tpu' is not allowed"),
+        (  # checked before the measuring, not after it
+            [f"run_dir={trained['ae']}", f"out={tmp_path / 'notes.ckpt' / 'eval.json'}"],
+            f"{tmp_path / 'notes.ckpt'} cannot be created: {tmp_path / 'notes.ckpt'} is a file, not a folder",
+        ),
     ]
 
     def check(case: tuple[list[str], str]) -> str | None:

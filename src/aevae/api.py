@@ -30,9 +30,9 @@ class Trained(NamedTuple):
 def train(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> Trained:
     """Train one run as `aevae-train *overrides` would, in this process.
 
-    The run writes to `output_dir`, by default where the command would (outputs/runs/<date>/<time>
-    below the working directory, or `hydra.run.dir=...`; `-1`, `-2`, ... appended when a run of
-    the same second has it), then tests its best checkpoint. A
+    The run writes to `output_dir`, by default where the command would (a new dir
+    outputs/runs/<date>/<time> below the working directory, `-02`, `-03` ... appended when a run
+    of the same second has it; or `hydra.run.dir=...`), then tests its best checkpoint. A
     mistake in the overrides raises `aevae.config.UserError`; a failed run leaves `error.txt` in
     its run dir, as the command does.
     """
@@ -42,9 +42,6 @@ def train(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -
 
     cfg = compose_config(quote_paths(list(overrides)), output_dir=output_dir)
     run_dir = Path(cfg.paths.output_dir)
-    if output_dir is None:  # two calls within a second would share <date>/<time>
-        run_dir = _unused(run_dir)
-        cfg.paths.output_dir = str(run_dir)
     try:
         with own_distributed_setup(), own_tracker_runs():
             metrics = fit(cfg)
@@ -52,15 +49,6 @@ def train(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -
         write_error(run_dir, user_error(err) or traceback.format_exc())
         raise
     return Trained(metrics, run_dir)
-
-
-def _unused(path: Path) -> Path:
-    """`path`, or `path-1`, `path-2`, ... : the first that does not exist yet."""
-    candidate, n = path, 0
-    while candidate.exists():
-        n += 1
-        candidate = path.with_name(f"{path.name}-{n}")
-    return candidate
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> Any:

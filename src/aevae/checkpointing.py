@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +20,27 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from aevae.config import UserError
+from aevae.files import atomic_open
 
 LAST = "last.ckpt"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoint files appear whole or not at all: write `<path>.tmp`, fsync, rename."""
+    """Checkpoint files appear whole or not at all: write `<path>.tmp`, fsync, rename. A full
+    or failing disk stops the run with one line naming the newest checkpoint, still intact."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
     ) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        with atomic_open(path, "wb", intact=_newest_checkpoint(path.parent)) as f:
             torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+
+
+def _newest_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint a failed save leaves as the one to resume from."""
+    checkpoints = [p for p in folder.glob("*.ckpt") if p.is_file()] if folder.is_dir() else []
+    return max(checkpoints, key=lambda p: p.stat().st_mtime_ns, default=None)
 
 
 class StepCheckpoint(Checkpoint):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from aevae.cli import argument_parser
+from aevae.files import write_text
 
 #: (the tutorial's row, what is measured, eval.json metric, format); "↓"/"↑": lower/higher is better.
 ROWS = (
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         report["name"] = report["title"] = name
     args.out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(reports)
-    (args.out / "compare.md").write_text(table)
+    write_text(args.out / "compare.md", table)
     figure = samples_figure(reports, args.out / "compare.png")
     print(table)
     print(f"wrote {args.out / 'compare.md'}" + (f", {figure}" if figure else ""))

@@ -149,11 +149,14 @@ def compose_config(overrides: list[str] | tuple[str, ...] = (), output_dir: str 
     """The `aevae-train` config with `overrides`, outside a Hydra run (scripts, notebooks, tests).
 
     `output_dir` stands in for the Hydra run dir that `paths.output_dir` points to; by default
-    it is the one `aevae-train` would pick (`hydra.run.dir`: outputs/runs/<date>/<time>).
+    it is a new one, claimed as `aevae-train` would (`hydra.run.dir`: outputs/runs/<date>/<time>,
+    or <time>-02 ... when another run has it).
     Hydra's global state is cleared again on return, so this can be called any number of times.
     """
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
+
+    import aevae.files  # noqa: F401  (registers ${aevae.new_dir:...}, which claims the run dir)
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=list(overrides), return_hydra_config=output_dir is None)

@@ -21,7 +21,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from aevae.cli import answer_version, standalone_app
-from aevae.config import one_line_errors, quote_paths
+from aevae.config import UserError, one_line_errors, quote_paths
+from aevae.files import DiskError, atomic_open, writable_dir, write_text
 
 log = logging.getLogger("aevae.eval")
 
@@ -66,6 +67,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     clock, options = Stopwatch(), cfg.eval
     with clock("load"):
         run = load_run(cfg)
+        out = Path(cfg.out) if cfg.out else run.run_dir / "eval.json"
+        _check_writable(out)  # before the minutes of measuring, not after
         model, device = run.model, run.device
         generator = torch.Generator(device).manual_seed(cfg.seed)
         train_x, train_y = split_images(run, "train")
@@ -130,8 +133,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "rate_distortion": [quality[bits] for bits in options.rate_distortion_bits],
         "seconds": clock.seconds,
     }
-    _write(report, samples[:64], Path(cfg.out) if cfg.out else run.run_dir / "eval.json")
+    _write(report, samples[:64], out)
     return report
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        writable_dir(out.parent)
+    except DiskError as err:
+        raise UserError(f"out={out}: {err.path} {err.problem}; give out= a path you can write to") from None
 
 
 def _data_config(model: Any, cfg: DictConfig) -> dict[str, Any]:
@@ -175,9 +185,9 @@ def _denoising(model: Any, data: Any) -> dict[str, float]:
 def _write(report: dict[str, Any], samples: Any, path: Path) -> None:
     from torchvision.utils import save_image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    save_image(samples, path.with_name("samples.png"), nrow=8, padding=2, pad_value=0.5)
+    write_text(path, json.dumps(report, indent=2) + "\n")
+    with atomic_open(path.with_name("samples.png"), "wb") as f:
+        save_image(samples, f, format="png", nrow=8, padding=2, pad_value=0.5)
     print(format_table(report))
     print(f"wrote {path} and {path.with_name('samples.png')}")
 

@@ -25,6 +25,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from aevae.cli import argument_parser
+from aevae.files import atomic_open, write_text
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def write_tables(jobs: list[dict[str, Any]], out: Path) -> None:
     swept = swept_keys(jobs)
     metrics = sorted({k for j in jobs for k in j if "/" in k})
     columns = ["job", *swept, "status", *metrics, "error"]
-    with open(out / "summary.csv", "w", newline="") as f:
+    with atomic_open(out / "summary.csv", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(jobs)
@@ -83,7 +84,7 @@ def write_tables(jobs: list[dict[str, Any]], out: Path) -> None:
     for job in jobs:
         cells = [_cell(job.get(c, "")) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    write_text(out / "summary.md", "\n".join(lines) + "\n")
 
 
 def _cell(value: Any) -> str:

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from aevae.cli import answer_version
 from aevae.config import CONFIG_DIR, UserError, one_line_errors, quote_paths, user_error
+from aevae.files import DiskError, write_text  # also registers ${aevae.new_dir:...} of conf/hydra
 from aevae.validation import validate
 
 log = logging.getLogger("aevae.train")
@@ -155,7 +156,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         (output_dir / ERROR_FILE).unlink(missing_ok=True)  # from an earlier, failed attempt
 
     trainer.fit(run.model, datamodule=run.datamodule, ckpt_path=run.ckpt_path, weights_only=True)
@@ -170,7 +171,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics |= {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     log.info("metrics (rank %d): %s", trainer.global_rank, json.dumps(metrics, sort_keys=True))
     if trainer.is_global_zero and metrics:
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics
 
 
@@ -279,8 +280,10 @@ def _log_to_file(level: int, message: str) -> None:
 
 def write_error(run_dir: Path, text: str) -> None:
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / ERROR_FILE).write_text(text.rstrip() + "\n")
+        try:
+            write_text(run_dir / ERROR_FILE, text.rstrip() + "\n")
+        except DiskError as err:  # the disk that failed the run may refuse this too: say so, then the error
+            log.warning("%s", err)
 
 
 #: Overrides that need a Hydra plugin from an extra: (module, extra, what it is).
