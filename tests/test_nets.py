@@ -120,21 +120,22 @@ def test_28x28_nets_are_unchanged(name: str) -> None:
         assert all(torch.equal(old_state[k], new_state[k]) for k in old_state)
 
 
-def test_conv_yaml_defaults_to_auto_and_composes_every_net() -> None:
+def test_conv_yaml_defaults_to_auto_and_composes_every_net(tmp_path) -> None:
     for name, target in (("conv", "Conv"), ("resnet", "ResNet"), ("mlp", "MLP")):
-        cfg = compose_config([f"model/net={name}"])
+        cfg = compose_config([f"model/net={name}"], output_dir=tmp_path)
         assert cfg.model.net._target_.endswith(target)
-    assert compose_config(["model/net=conv"]).model.net.channels == "auto"
-    assert compose_config(["loss=logistic"]).loss.components == 1
+    assert compose_config(["model/net=conv"], output_dir=tmp_path).model.net.channels == "auto"
+    assert compose_config(["loss=logistic"], output_dir=tmp_path).loss.components == 1
 
 
 @pytest.mark.parametrize("name", NETS)
-def test_vae_with_the_logistic_likelihood_at_3x32x32(name: str) -> None:
+def test_vae_with_the_logistic_likelihood_at_3x32x32(name: str, tmp_path) -> None:
     """The model asks the net for the likelihood's maps: 2C for the discretized logistic."""
     from hydra.utils import instantiate
 
     cfg = compose_config(
-        ["model=vae", f"model/net={name}", "loss=logistic", "++model.image_shape=[3,32,32]", "latent_dim=8"]
+        ["model=vae", f"model/net={name}", "loss=logistic", "++model.image_shape=[3,32,32]", "latent_dim=8"],
+        output_dir=tmp_path,
     )
     torch.manual_seed(0)
     vae = instantiate(cfg.model, _convert_="all")
@@ -161,10 +162,12 @@ def test_vae_with_the_logistic_likelihood_at_3x32x32(name: str) -> None:
         (["loss=logistic", "loss.components=0"], "loss.components=0 is not allowed"),
     ],
 )
-def test_net_and_logistic_settings_are_checked_before_the_run(overrides: list[str], refused) -> None:
+def test_net_and_logistic_settings_are_checked_before_the_run(
+    overrides: list[str], refused, tmp_path
+) -> None:
     from aevae.validation import validate
 
-    cfg = compose_config(overrides)
+    cfg = compose_config(overrides, output_dir=tmp_path)
     if refused is None:
         validate(cfg)
     else:
