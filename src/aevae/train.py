@@ -85,6 +85,7 @@ def build(cfg: DictConfig) -> Run:
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, _convert_="all")
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    model.eval_seed = cfg.seed  # validation and test noise: seeded per batch, not the global RNG
     # Clipping happens inside the chunked steps (manual optimization), not in Lightning's loop.
     model.gradient_clip_val = cfg.trainer.get("gradient_clip_val")
     model.gradient_clip_algorithm = cfg.trainer.get("gradient_clip_algorithm") or "norm"
