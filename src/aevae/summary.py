@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from aevae.config import PER_LAUNCH_KEYS
+
 PLOTTED = ("test/mse", "test/bce", "test/neg_elbo", "test/active_units")
 
 
@@ -26,7 +28,8 @@ def read_job(job_dir: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"job": job_dir.name}
     for item in overrides:
         key, _, value = item.lstrip("+~").partition("=")
-        row[key] = yaml.safe_load(value) if value else value
+        if key not in PER_LAUNCH_KEYS:  # a resumed job's ckpt_path says how it ran, not what it is
+            row[key] = yaml.safe_load(value) if value else value
     metrics, error = job_dir / "metrics.json", job_dir / "error.txt"
     if metrics.is_file():
         row["status"] = "ok"

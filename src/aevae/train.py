@@ -257,15 +257,22 @@ def _write_error(run_dir: Path, text: str) -> None:
 
 def main() -> Any:
     """The `aevae-train` command. `resume=RUN_DIR` continues that run: its own overrides,
-    its run dir and its last checkpoint, with any other overrides given on top."""
+    its run dir and its last checkpoint, with any other overrides given on top.
+    `resume=SWEEP_DIR` re-launches the jobs of that sweep that did not finish (aevae.sweeps)."""
     args = sys.argv[1:]
     resume = [a for a in args if a.startswith("resume=")]
     if resume:
-        from aevae.checkpointing import resume_overrides
+        from aevae.sweeps import is_sweep_dir, resume_command
 
         others = [a for a in args if not a.startswith("resume=")]
+        target = resume[-1].split("=", 1)[1]
         with one_line_errors("aevae-train"):
-            sys.argv = [sys.argv[0], *resume_overrides(resume[-1].split("=", 1)[1], others), resume[-1]]
+            if is_sweep_dir(target):
+                sys.argv = [sys.argv[0], *resume_command(target, others)]
+            else:
+                from aevae.checkpointing import resume_overrides
+
+                sys.argv = [sys.argv[0], *resume_overrides(target, others), resume[-1]]
     sys.argv = [sys.argv[0], *quote_paths(sys.argv[1:])]
     return _task()
 
