@@ -76,7 +76,9 @@ def test_a_copied_run_dir_resumes_and_tests_its_own_checkpoints(tmp_path: Path) 
     """The copy of a finished run, its original deleted: `resume=` re-tests the copy's best
     checkpoint, and in a fresh process gets bit-identical test metrics."""
     original, copy = tmp_path / "original", tmp_path / "copy"
-    aevae_train("model=vae", *SMALL_DATA, *QUIET, "trainer.max_epochs=2", "logger=none", f"hydra.run.dir={original}")
+    aevae_train(
+        "model=vae", *SMALL_DATA, *QUIET, "trainer.max_epochs=2", "logger=none", f"hydra.run.dir={original}"
+    )
     metrics = read_metrics(original)
     shutil.copytree(original, copy)
     shutil.rmtree(original)
