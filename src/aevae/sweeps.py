@@ -50,16 +50,12 @@ def saved_overrides(sweep_dir: str | Path) -> tuple[list[str], list[str]]:
         task, launch = list(overrides["task"] or []), list(overrides["hydra"] or [])
     except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
         raise UserError(f"resume={sweep_dir}: {SWEEP_FILE} there is not readable ({err})") from None
-    if sweeper not in (BASIC_SWEEPER, RESUME_SWEEPER):
+    if sweeper != BASIC_SWEEPER:  # a resumed launch leaves multirun.yaml as the first one wrote it
         raise UserError(
             f"resume={sweep_dir}: only sweeps of Hydra's basic sweeper can be resumed, this one ran "
             f"{sweeper.rsplit('.', 1)[-1]} (its jobs are chosen as it goes); start a new sweep instead"
         )
     return task, launch
-
-
-#: The sweeper of a resumed launch (conf/hydra/sweeper/aevae_resume.yaml).
-RESUME_SWEEPER = "hydra_plugins.aevae_resume.resume_sweeper.ResumeSweeper"
 
 
 def resume_command(sweep_dir: str | Path, extra: list[str]) -> list[str]:
