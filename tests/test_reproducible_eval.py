@@ -21,6 +21,7 @@ from conftest import QUIET, SMALL_DATA, aevae_train, mnist_root, read_metrics
 @pytest.mark.parametrize("model", [["model=vae"], ["model=iwae", "model.k=3"]], ids=["vae", "iwae"])
 def test_the_same_weights_test_bit_identically_whatever_ran_before(tmp_path: Path, model: list[str]) -> None:
     overrides = [f"data.root={mnist_root()}", *SMALL_DATA, *QUIET, "trainer.max_epochs=1", "logger=none"]
+    overrides.append("trainer.limit_test_batches=4")  # 1,000 test images are enough to tell
     run = build(compose_config([*overrides, *model], output_dir=tmp_path))
     run.trainer.fit(run.model, datamodule=run.datamodule)
     best = run.trainer.checkpoint_callback.best_model_path
