@@ -241,8 +241,8 @@ def fit_with_a_nan(
     run_.trainer.callbacks.extend([spy] if spy else [])
     terms, steps = run_.model.terms, []
 
-    def poisoned(x: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = terms(x)
+    def poisoned(x: torch.Tensor, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        out = terms(x, *args, **kwargs)  # evaluation passes its seeded generator
         if run_.model.training:  # not the sanity check or validation
             steps.append(1)
         return {"loss": out["loss"] * float("nan")} if run_.model.training and len(steps) == nan_step else out

@@ -88,6 +88,9 @@ def require(module: str, extra: str, *, by: str, name: str | None = None) -> Mod
         raise UserError(f"{by} needs {name or module}: pip install 'aevae[{extra}]'") from err
 
 
+#: Overrides that belong to one launch of a run, not to the run (resuming drops or replaces them).
+PER_LAUNCH_KEYS = ("resume", "ckpt_path", "hydra.run.dir")
+
 #: Overrides whose value is a path: a sweep's job dirs have '=' in their names (0_model=ae).
 PATH_KEYS = (
     "ckpt",
@@ -106,13 +109,13 @@ def quote_paths(args: list[str]) -> list[str]:
     """`run_dir=sweep/0_model=ae` as `run_dir='sweep/0_model=ae'`: Hydra's override grammar reads an
     unquoted '=' in a value as a syntax error. A value with no '=' is left alone; one that is not a
     path but a sweep over existing paths (`pretrained=a/0_x=1,a/1_x=2,null`) has each path quoted."""
-    quoted = []
+    result = []
     for arg in args:
         key, sep, value = arg.partition("=")
         if sep and key.lstrip("+~") in PATH_KEYS and "=" in value and value[:1] not in ("'", '"'):
-            arg = f"{key}={','.join(_quoted(item) for item in _split_paths(value))}"
-        quoted.append(arg)
-    return quoted
+            arg = f"{key}={','.join(quoted(item) for item in _split_paths(value))}"
+        result.append(arg)
+    return result
 
 
 def _split_paths(value: str) -> list[str]:
@@ -127,7 +130,8 @@ def _split_paths(value: str) -> list[str]:
     return items if items and not current else [value]
 
 
-def _quoted(item: str) -> str:
+def quoted(item: str) -> str:
+    """`item` as one quoted value of Hydra's override grammar ('=' and ',' in it stay literal)."""
     if item == "null":
         return item
     return "'" + item.replace("\\", "\\\\").replace("'", "\\'") + "'"

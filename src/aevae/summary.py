@@ -25,6 +25,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from aevae.cli import argument_parser
+from aevae.config import PER_LAUNCH_KEYS
 from aevae.files import atomic_open, write_text
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ def read_job(job_dir: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"job": job_dir.name}
     for item in overrides:
         key, _, value = item.lstrip("+~").partition("=")
-        row[key] = yaml.safe_load(value) if value else value
+        if key not in PER_LAUNCH_KEYS:  # a resumed job's ckpt_path says how it ran, not what it is
+            row[key] = yaml.safe_load(value) if value else value
     metrics, error = job_dir / "metrics.json", job_dir / "error.txt"
     if metrics.is_file():
         row["status"] = "ok"

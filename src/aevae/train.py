@@ -88,6 +88,7 @@ def build(cfg: DictConfig) -> Run:
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, _convert_="all")
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    model.eval_seed = cfg.seed  # validation and test noise: seeded per batch, not the global RNG
     # Clipping happens inside the chunked steps (manual optimization), not in Lightning's loop.
     model.gradient_clip_val = cfg.trainer.get("gradient_clip_val")
     model.gradient_clip_algorithm = cfg.trainer.get("gradient_clip_algorithm") or "norm"
@@ -315,18 +316,25 @@ def _require_plugins(args: list[str]) -> None:
 
 def main() -> Any:
     """The `aevae-train` command. `resume=RUN_DIR` continues that run: its own overrides,
-    its run dir and its last checkpoint, with any other overrides given on top."""
+    its run dir and its last checkpoint, with any other overrides given on top.
+    `resume=SWEEP_DIR` re-launches the jobs of that sweep that did not finish (aevae.sweeps)."""
     answer_version("aevae-train")
     args = sys.argv[1:]
     with one_line_errors("aevae-train"):
         _require_plugins(args)
     resume = [a for a in args if a.startswith("resume=")]
     if resume:
-        from aevae.checkpointing import resume_overrides
+        from aevae.sweeps import is_sweep_dir, resume_command
 
         others = [a for a in args if not a.startswith("resume=")]
+        target = resume[-1].split("=", 1)[1]
         with one_line_errors("aevae-train"):
-            sys.argv = [sys.argv[0], *resume_overrides(resume[-1].split("=", 1)[1], others), resume[-1]]
+            if is_sweep_dir(target):
+                sys.argv = [sys.argv[0], *resume_command(target, others)]
+            else:
+                from aevae.checkpointing import resume_overrides
+
+                sys.argv = [sys.argv[0], *resume_overrides(target, others), resume[-1]]
     sys.argv = [sys.argv[0], *quote_paths(sys.argv[1:])]
     try:
         return _task()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from aevae.models.base import Autoencoder
@@ -25,6 +26,8 @@ class AE(Autoencoder):
     def encode(self, x: Tensor) -> Tensor:
         return self.latent_activation(self.encoder(x))
 
-    def terms(self, x: Tensor, target: Tensor | None = None) -> dict[str, Tensor]:
-        target = x if target is None else target
+    def terms(
+        self, x: Tensor, target: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        target = x if target is None else target  # deterministic: no noise to draw
         return {"loss": self.likelihood(self.decode(self.encode(x)), target)}

@@ -74,8 +74,11 @@ class Autoencoder(Model):
         """A deterministic code for `x` (the VAE's posterior mean)."""
         raise NotImplementedError
 
-    def terms(self, x: Tensor, target: Tensor | None = None) -> dict[str, Tensor]:
-        """Per-image loss terms of reconstructing `target` (default: `x` itself) from `x`."""
+    def terms(
+        self, x: Tensor, target: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """Per-image loss terms of reconstructing `target` (default: `x` itself) from `x`; a model
+        that draws noise takes it from `generator` (None, as in training: the global RNG)."""
         raise NotImplementedError
 
     def decode(self, z: Tensor) -> Tensor:
@@ -91,12 +94,14 @@ class Autoencoder(Model):
         return self.terms(*terms_args(batch))
 
     # -- evaluation (logged by aevae.models.module.Model) -------------------------------
-    def evaluate(self, batch: Sequence[Tensor]) -> dict[str, Tensor]:
+    def evaluate(
+        self, batch: Sequence[Tensor], generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
         args = terms_args(batch)
         x, target = args[0], args[-1]
         code = self.encode(x)
         logits = self.decode(code)
-        values = self.terms(*args)
+        values = self.terms(*args, generator=generator)
         values["mse"] = pixel_mse(self.likelihood.mean(logits), target)
         values["bce"] = self.likelihood.bce(logits, target)
         if "neg_elbo" in values:

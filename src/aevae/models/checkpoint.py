@@ -70,4 +70,5 @@ def load_checkpoint(
     model = instantiate({**config["model"], **(overrides or {})}, _convert_="all")
     model.load_state_dict(checkpoint["state_dict"], strict=strict)
     model.run_config = config
+    model.eval_seed = config.get("seed") or 0
     return model.to(map_location).eval()

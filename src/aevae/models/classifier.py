@@ -101,6 +101,6 @@ class Classifier(Model):
             "error": (logits.argmax(1) != labels).float(),
         }
 
-    def evaluate(self, batch: Sequence[Tensor]) -> dict[str, Any]:
+    def evaluate(self, batch: Sequence[Tensor], generator: torch.Generator | None = None) -> dict[str, Any]:
         logits, labels = self(batch[0]), batch[1]
         return {"loss": F.cross_entropy(logits, labels, reduction="none"), "accuracy": (logits, labels)}

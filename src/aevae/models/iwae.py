@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from aevae.config import UserError
@@ -23,8 +24,10 @@ class IWAE(VAE):
                 "model.kl_warmup_epochs=0 and model.free_bits=0"
             )
 
-    def terms(self, x: Tensor, target: Tensor | None = None) -> dict[str, Tensor]:
-        mu, log_var, z, recon = self.sample(x, self.k, target)
+    def terms(
+        self, x: Tensor, target: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        mu, log_var, z, recon = self.sample(x, self.k, target, generator)
         log_w = log_prior_over_posterior(z, mu, log_var) - recon  # [k, B]
         kl = kl_std_normal(mu, log_var)
         return {

@@ -40,9 +40,12 @@ class Model(ChunkedTraining):
         )
         #: The run's resolved config, stored in checkpoints as plain containers.
         self.run_config: dict[str, Any] | None = None
+        #: Seeds the noise of validation and test (the run's `seed`; aevae.train sets it).
+        self.eval_seed = 0
 
-    def evaluate(self, batch: Sequence[Tensor]) -> dict[str, Any]:
-        """The update of each metric (by name) for one val/test batch."""
+    def evaluate(self, batch: Sequence[Tensor], generator: torch.Generator | None = None) -> dict[str, Any]:
+        """The update of each metric (by name) for one val/test batch; any noise it needs
+        (posterior draws) comes from `generator`."""
         raise NotImplementedError
 
     def configure_optimizers(self) -> Any:
@@ -54,8 +57,19 @@ class Model(ChunkedTraining):
             "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"},
         }
 
-    def _update(self, batch: Sequence[Tensor], stage: str) -> None:
-        values = self.evaluate(batch)
+    def eval_generator(self, stage: str, batch_idx: int, dataloader_idx: int = 0) -> torch.Generator:
+        """The noise of one val/test batch, seeded by the run's seed and the batch's place alone.
+
+        Not the global RNG: the same weights then give bit-identical metrics whatever ran
+        before (a resumed run re-testing, a second `trainer.test`), and evaluation leaves
+        training's random stream where it was. The epoch is left out on purpose: every
+        validation draws the same noise, so epochs (and checkpoints) compare on equal terms.
+        """
+        place = (self.eval_seed, EVAL_STAGES.index(stage), dataloader_idx, batch_idx, self.global_rank)
+        return torch.Generator(self.device).manual_seed(hash(place) & 0x7FFF_FFFF_FFFF_FFFF)  # ints: no salt
+
+    def _update(self, batch: Sequence[Tensor], stage: str, batch_idx: int, dataloader_idx: int = 0) -> None:
+        values = self.evaluate(batch, self.eval_generator(stage, batch_idx, dataloader_idx))
         for name, metric in self.eval_metrics[stage].items():
             args = values[name]
             metric.update(*(args if isinstance(args, tuple) else (args,)))
@@ -66,11 +80,11 @@ class Model(ChunkedTraining):
         for metric in metrics.values():
             metric.reset()
 
-    def validation_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
-        self._update(batch, "val")
+    def validation_step(self, batch: Sequence[Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._update(batch, "val", batch_idx, dataloader_idx)
 
-    def test_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
-        self._update(batch, "test")
+    def test_step(self, batch: Sequence[Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._update(batch, "test", batch_idx, dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")
