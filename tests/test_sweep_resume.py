@@ -33,7 +33,8 @@ JOBLIB = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
 def job_with(sweep_dir: Path, override: str) -> Path | None:
     """The job dir whose overrides hold `override` (found by content, not by name)."""
     for job in job_dirs(sweep_dir) if sweep_dir.is_dir() else []:
-        if override in yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()):
+        # Hydra writes the file while the job starts: empty until then
+        if override in (yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []):
             return job
     return None
 
