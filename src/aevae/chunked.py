@@ -28,6 +28,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from aevae import internals
 from aevae.config import UserError
 from aevae.graphs import CudaGraphs, StepGraph, baked_values, graph_unavailable
 from aevae.metrics import RunningTerms
@@ -69,10 +70,8 @@ def configure_chunks(trainer: L.Trainer, datamodule: Any, requested: int | str) 
         "trainer.log_every_n_steps": trainer.log_every_n_steps,
         "trainer.max_steps": trainer.max_steps,
     }
-    for callback in trainer.callbacks:  # ModelCheckpoint keeps it private, StepCheckpoint public
-        if every := getattr(callback, "every_n_train_steps", None) or getattr(
-            callback, "_every_n_train_steps", 0
-        ):
+    for callback in trainer.callbacks:
+        if every := internals.every_n_train_steps(callback):
             intervals[f"{type(callback).__name__}.every_n_train_steps"] = every
     batch_counted = {
         key: value
@@ -191,15 +190,14 @@ class ChunkedTraining(L.LightningModule):
 
     # -- what Lightning's optimizer wrapper and DDP reducer would have done ------------
     def _count_optimizer_steps(self, n: int) -> None:
-        """Advance the counters behind `trainer.global_step` and the logging step by `n` updates.
+        """Make Lightning count `n` optimizer steps for this chunk (aevae.internals says how)."""
+        internals.count_optimizer_steps(self.trainer, n)
 
-        Lightning counts one step per `LightningOptimizer.step()` call and one logging
-        step per batch; these two counters are all it reads for max_steps, checkpoint
-        intervals and logger steps, and both are saved in checkpoints.
-        """
-        epoch_loop = self.trainer.fit_loop.epoch_loop
-        epoch_loop.manual_optimization.optim_step_progress.increment_by(n)
-        epoch_loop._batches_that_stepped += n - 1  # Lightning adds one itself after the call
+    def training_progress(self) -> float:
+        """Epochs of training done so far, fractional, counted in chunks started (a warm-up's
+        clock): the same after a resume mid-epoch as in an uninterrupted run."""
+        done = internals.batches_started(self.trainer) - 1
+        return self.current_epoch + done / max(self.trainer.num_training_batches, 1)
 
     def on_train_start(self) -> None:
         """Under DDP, several backward passes in one DDP forward would break its reducer:

@@ -42,9 +42,9 @@ def job_command(local_rank: int) -> tuple[Sequence[str], str]:
 
 def start_children_with_job_command() -> None:
     """Make Lightning's DDP launcher use `job_command` for the child ranks it starts."""
-    from lightning.pytorch.strategies.launchers import subprocess_script
+    from aevae.internals import start_ddp_children_with
 
-    subprocess_script._hydra_subprocess_cmd = job_command
+    start_ddp_children_with(job_command)
 
 
 def eval_shard(n: int, rank: int, world_size: int) -> range:

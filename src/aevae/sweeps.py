@@ -19,13 +19,14 @@ from pathlib import Path
 
 import yaml
 
+from aevae import internals
 from aevae.config import PER_LAUNCH_KEYS, UserError, quoted
 
 SWEEP_FILE = "multirun.yaml"
 METRICS = "metrics.json"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 #: The only sweeper whose jobs can be enumerated again (Optuna's trials are drawn by its study).
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+BASIC_SWEEPER = internals.BASIC_SWEEPER
 #: Hydra overrides of the first launch that the resumed one replaces.
 _REPLACED = ("hydra.sweep.dir", "hydra/sweeper")
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 
+from aevae import internals
 from aevae.callbacks import trackers
 from aevae.callbacks.tensorboard import TensorBoardCallback
 from aevae.models import Autoencoder
@@ -61,9 +62,9 @@ class HParams(TensorBoardCallback):
         if (writer := self.writer(trainer)) is None:
             return
         _, start, end = hparams(params, {})
-        writer._get_file_writer().add_summary(start, trainer.global_step)
+        internals.tensorboard_file_writer(writer).add_summary(start, trainer.global_step)
         self._summaries = (start, end)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: Autoencoder) -> None:
         if self._summaries is not None and (writer := self.writer(trainer)) is not None:
-            writer._get_file_writer().add_summary(self._summaries[1], trainer.global_step)
+            internals.tensorboard_file_writer(writer).add_summary(self._summaries[1], trainer.global_step)

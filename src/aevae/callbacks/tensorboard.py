@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
+from aevae import internals
 from aevae.callbacks import trackers
 from aevae.config import UserError
 from aevae.data import to_float
@@ -113,7 +114,9 @@ def add_png_image(writer: Any, tag: str, pixels: Tensor, step: int) -> None:
     height, width = pixels.shape[:2]
     channels = 1 if pixels.ndim == 2 else 3
     image = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=encoded)
-    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+    internals.tensorboard_file_writer(writer).add_summary(
+        Summary(value=[Summary.Value(tag=tag, image=image)]), step
+    )
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from aevae import internals
 from aevae.data.batches import count_images
 
 
@@ -40,10 +41,7 @@ class EpochTimer(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
         self._images += count_images(batch)
-        if (
-            trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
-            or batch_idx + 1 >= trainer.num_training_batches
-        ):
+        if internals.is_last_batch(trainer) or batch_idx + 1 >= trainer.num_training_batches:
             seconds = self._now(pl_module) - self._start
             self.epoch_seconds.append(seconds)
             images_per_s = self._images * trainer.world_size / seconds

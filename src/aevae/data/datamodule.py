@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from torchvision import datasets
 
+from aevae import internals
 from aevae.data import sources
 from aevae.data.batches import TensorBatches, binarize, shuffled, to_float
 from aevae.data.cache import cache_folder, fingerprint, load_or_build
@@ -430,7 +431,7 @@ class ImageDataModule(L.LightningDataModule):
         sampler = shuffled(len(images), self.seed, num_replicas=world, rank=rank)
 
         def processed() -> int:  # chunks trained so far this epoch, Lightning's own count
-            return trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            return internals.batches_processed(trainer)
 
         return TensorBatches(
             images,

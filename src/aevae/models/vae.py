@@ -92,11 +92,7 @@ class VAE(Autoencoder):
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self.kl_warmup_epochs:  # linear in the steps of the first kl_warmup_epochs epochs
-            done = self.trainer.fit_loop.epoch_loop.batch_progress.current.ready - 1
-            fraction = (
-                self.current_epoch + done / max(self.trainer.num_training_batches, 1)
-            ) / self.kl_warmup_epochs
-            self.kl_weight = self.beta * min(1.0, fraction)
+            self.kl_weight = self.beta * min(1.0, self.training_progress() / self.kl_warmup_epochs)
 
     def graph_values(self) -> tuple[float, ...] | None:
         """The KL weight is baked into a captured step: eager steps while it ramps up."""

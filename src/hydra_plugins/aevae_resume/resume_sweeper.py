@@ -7,15 +7,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
+
+from aevae.internals import basic_sweeper, hydra_config_as
 
 log = logging.getLogger(__name__)
 
 
-class ResumeSweeper(BasicSweeper):
+class ResumeSweeper(basic_sweeper()):  # type: ignore[misc]
     """Enumerates the sweep's jobs exactly as the basic sweeper that started it did (its own
     `split_arguments`, on the overrides saved in multirun.yaml), leaves the finished ones alone
     and hands the others to the sweep's launcher. multirun.yaml is left as it was."""
@@ -52,9 +52,5 @@ class ResumeSweeper(BasicSweeper):
         config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
         with open_dict(config):
             config.hydra.job.num = num
-        previous = HydraConfig.instance().cfg
-        HydraConfig.instance().set_config(config)  # for ${hydra:...} in the subdir
-        try:
+        with hydra_config_as(config):  # for ${hydra:...} in the subdir
             return str(OmegaConf.select(config, "hydra.sweep.subdir"))
-        finally:
-            HydraConfig.instance().cfg = previous
