@@ -1,0 +1,218 @@
+"""Signals end a run honestly: stop at an optimizer step, checkpoint it, say so, exit 128 + N.
+
+SIGTERM (`kill`, a scheduler), SIGINT (Ctrl-C) and SIGUSR1 (what Slurm sends before a time
+limit with `--signal=USR1@<s>`, or `scancel --signal=USR1`) set a flag. The chunked training
+loop (`aevae.chunked`) reads it between optimizer steps, also inside a chunk, and raises
+`Stopped` after the current step; `StopOnSignal.on_exception` then writes `last.ckpt` of
+exactly that step, with all the state a resume needs. Under DDP the flag rides on the
+all-reduce every chunk already makes, so all ranks stop at the end of the same chunk. A
+second Ctrl-C quits at once.
+
+Under Slurm, SIGUSR1 also requeues the job (`scontrol requeue`), and the requeued job, run
+with the same command line, finds its run dir and continues from that checkpoint.
+
+Lightning has its own SIGTERM handling (a flag that makes its loops raise `SIGTERMException`,
+a `SystemExit` that exits 0, without a checkpoint, and under DDP a broadcast from inside the
+signal handler that would interleave with the per-step gradient all-reduce of
+`aevae.chunked`) and, under Slurm, a SIGUSR1 handler that saves an `hpc_ckpt` at whatever
+point the signal lands and requeues. Installed before `fit`, these handlers make Lightning
+leave SIGUSR1 alone (it installs its Slurm handler only where none is set); SIGTERM, which
+Lightning always wraps at the start of `fit`, is taken back at train start. Lightning puts
+back the handlers it found when `fit` ends, and `StopOnSignal.installed` restores the ones
+before the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import lightning as L
+
+log = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+#: The signal after which a Slurm job requeues itself (Lightning's default requeue signal too).
+REQUEUE_SIGNAL = signal.SIGUSR1
+
+
+class Stopped(Exception):
+    """Training stopped on a signal at an optimizer-step boundary (`step` updates applied)."""
+
+    def __init__(self, signum: int, step: int, total: int | None = None, checkpointed: bool = True) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}")
+        self.signum, self.step, self.total, self.checkpointed = signum, step, total, checkpointed
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # what a shell reports for a process a signal ended
+
+    def message(self, run_dir: Path, requeued: str | None = None) -> str:
+        of = f" of {self.total}" if self.total else ""
+        where = "" if self.checkpointed else " (not checkpointed: resuming repeats the steps since the last one)"
+        then = requeued or f"continue with: aevae-train resume={run_dir}"
+        return f"stopped by {signal.Signals(self.signum).name} at step {self.step}{of}{where}; {then}"
+
+
+class StopOnSignal(L.Callback):
+    """Turns SIGTERM, SIGINT and SIGUSR1 into a checkpointed stop at the next optimizer step.
+
+    `requested()` is what the training loop polls (a Python attribute: no device sync).
+    """
+
+    def __init__(self, checkpoint: str | Path) -> None:
+        self.checkpoint = Path(checkpoint)
+        self.signum = 0
+        self.trainer: L.Trainer | None = None
+        self._before: dict[int, Any] = {}
+
+    def requested(self) -> int:
+        """The first stop signal received, 0 if none."""
+        return self.signum
+
+    # -- the handlers ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopOnSignal]:
+        """Handle the stop signals while the block runs (fit and test), then restore the old handlers."""
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield self
+            return
+        self._before = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+        try:
+            yield self
+        finally:
+            for s, handler in self._before.items():
+                signal.signal(s, handler)
+
+    def _take_back(self) -> None:
+        """Lightning wraps SIGTERM at the start of `fit`/`test`: make it ours again (see the module doc)."""
+        if self._before and threading.current_thread() is threading.main_thread():
+            for s in STOP_SIGNALS:
+                signal.signal(s, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.signum and signum == signal.SIGINT:
+            self._quit_now()
+        if not self.signum:
+            self.signum = signum
+            log.warning("received %s: stopping after the current optimizer step (Ctrl-C again quits at once)", name)
+        else:
+            log.info("received %s again: already stopping", name)
+
+    def _quit_now(self) -> None:
+        """A second Ctrl-C: no checkpoint of this step, no waiting for anything, child ranks too."""
+        step = self.trainer.global_step if self.trainer is not None else 0
+        print(
+            f"aevae-train: interrupted again at step {step}: quit without a checkpoint of it; "
+            f"{_last_checkpoint_note(self.checkpoint)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        launcher = self.trainer.strategy.launcher if self.trainer is not None else None
+        if launcher is not None:  # DDP ranks this process started
+            launcher.kill(signal.SIGKILL)
+        os._exit(128 + signal.SIGINT)
+
+    # -- Lightning hooks ---------------------------------------------------------------
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.trainer = trainer
+        self._take_back()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.trainer = trainer
+        self._take_back()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        """Checkpoint the step the loop stopped at (all ranks call this together: the save syncs them)."""
+        if isinstance(exception, Stopped) and exception.checkpointed:
+            exception.total = total_steps(trainer)
+            trainer.save_checkpoint(self.checkpoint, weights_only=False)  # all state: it resumes the run
+            log.info("checkpoint of step %d: %s", exception.step, self.checkpoint)
+
+    def on_test_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        self.raise_if_requested(trainer, checkpointed=False)  # training is over: its checkpoint is there
+
+    def raise_if_requested(self, trainer: L.Trainer, checkpointed: bool = False) -> None:
+        """Outside the training loop (after fit, during test): stop here, saying so."""
+        if self.signum:
+            raise Stopped(self.signum, trainer.global_step, total_steps(trainer), checkpointed=checkpointed)
+
+
+def total_steps(trainer: L.Trainer) -> int | None:
+    """Optimizer steps the run would take in all (None: unbounded)."""
+    loader = trainer.train_dataloader
+    per_epoch = None
+    if loader is not None and isinstance(trainer.num_training_batches, int):
+        per_epoch = min(trainer.num_training_batches * loader.steps_per_chunk, loader.num_batches)
+    total = per_epoch * trainer.max_epochs if per_epoch and trainer.max_epochs and trainer.max_epochs > 0 else None
+    if trainer.max_steps >= 0:
+        total = min(total, trainer.max_steps) if total else trainer.max_steps
+    return total
+
+
+def _last_checkpoint_note(checkpoint: Path) -> str:
+    if not checkpoint.is_file():
+        return "no checkpoint was saved before it"
+    return f"continue from the last checkpoint with: aevae-train resume={checkpoint.parent.parent}"
+
+
+# -- Slurm: requeue on SIGUSR1, and find the run again after the requeue ----------------
+def slurm_job_id() -> str | None:
+    """This Slurm job's id (`<array job>_<task>` for an array task), None outside Slurm."""
+    if array := os.environ.get("SLURM_ARRAY_JOB_ID"):
+        return f"{array}_{os.environ.get('SLURM_ARRAY_TASK_ID', '0')}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def _marker(job_id: str) -> Path:
+    """Where a requeued job finds the run dir of its earlier start."""
+    from aevae.evaluation.judge import cache_dir
+
+    return cache_dir() / "slurm-requeued" / job_id
+
+
+def requeue(stop: Stopped, run_dir: Path) -> str | None:
+    """Under Slurm, requeue this job after SIGUSR1 (rank 0 only); what to tell the user, or None."""
+    job = slurm_job_id()
+    if job is None or stop.signum != REQUEUE_SIGNAL or not stop.checkpointed:
+        return None
+    if int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0"))) != 0:
+        return f"Slurm job {job} is requeued by rank 0"
+    marker = _marker(job)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(f"{Path(run_dir).resolve()}\n")
+    try:
+        done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+        failed = done.returncode and (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+    except (OSError, subprocess.TimeoutExpired) as err:
+        failed = str(err)
+    if failed:
+        marker.unlink(missing_ok=True)
+        return f"requeueing Slurm job {job} failed ({failed}); continue with: aevae-train resume={run_dir}"
+    log.info("requeued Slurm job %s", job)
+    return f"Slurm job {job} is requeued and continues from this step in {run_dir}"
+
+
+def requeued_run_dir() -> str | None:
+    """In a Slurm job that requeued itself, the run dir its earlier start wrote (else None)."""
+    job = slurm_job_id()
+    if job is None or int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) < 1:
+        return None
+    marker = _marker(job)
+    return marker.read_text().strip() if marker.is_file() else None
+
+
+def forget_requeue() -> None:
+    """The requeued job finished: its marker has done its work."""
+    if (job := slurm_job_id()) is not None and os.environ.get("SLURM_RESTART_COUNT"):
+        _marker(job).unlink(missing_ok=True)
