@@ -111,9 +111,8 @@ class StopOnSignal(L.Callback):
 
     def _quit_now(self) -> None:
         """A second Ctrl-C: no checkpoint of this step, no waiting for anything, child ranks too."""
-        step = self.trainer.global_step if self.trainer is not None else 0
         print(
-            f"aevae-train: interrupted again at step {step}: quit without a checkpoint of it; "
+            f"aevae-train: interrupted again: quit at once, without a checkpoint; "
             f"{_last_checkpoint_note(self.checkpoint)}",
             file=sys.stderr,
             flush=True,
@@ -162,7 +161,7 @@ def total_steps(trainer: L.Trainer) -> int | None:
 
 def _last_checkpoint_note(checkpoint: Path) -> str:
     if not checkpoint.is_file():
-        return "no checkpoint was saved before it"
+        return "no checkpoint was saved before"
     return f"continue from the last checkpoint with: aevae-train resume={checkpoint.parent.parent}"
 
 
