@@ -19,7 +19,8 @@ class SignalAt(L.Callback):
     A run resumed at or after that step sends nothing."""
 
     def __init__(self, step: int, signal: str, rank: int = 0, times: int = 1) -> None:
-        self.step, self.signum, self.rank, self.times = step, getattr(signal_module, f"SIG{signal}"), rank, times
+        self.step, self.rank, self.times = step, rank, times
+        self.signum = getattr(signal_module, f"SIG{signal}")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_rank != self.rank or trainer.global_step >= self.step:
@@ -40,3 +41,24 @@ class SignalAt(L.Callback):
 
 
 signal_module = signal
+
+
+class ScancelAt(L.Callback):
+    """Under Slurm, at the end of the chunk that reaches optimizer step `step`, ask Slurm to send
+    this job `signal` (`scancel --signal`), and wait until it arrived, so it lands mid-run."""
+
+    def __init__(self, step: int, signal: str = "USR1") -> None:
+        self.step, self.signal = step, signal
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step != self.step or trainer.global_rank != 0:
+            return
+        import subprocess
+
+        from aevae.signals import StopOnSignal
+
+        stopper = next(c for c in trainer.callbacks if isinstance(c, StopOnSignal))
+        subprocess.run(["scancel", f"--signal={self.signal}", os.environ["SLURM_JOB_ID"]], check=True)
+        deadline = time.monotonic() + 60
+        while not stopper.requested() and time.monotonic() < deadline:
+            time.sleep(0.05)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from aevae.checkpointing import peek
 from conftest import EXE, QUIET, SMALL_DATA, read_metrics, run_env
+from test_distributed import slurm  # noqa: F401  (the one-node cluster of scripts/slurm_local.sh)
 
 TESTS = Path(__file__).resolve().parent
 #: 2 epochs of 20 steps, 10 steps a chunk: step 10 ends the first chunk, 13 and 27 are inside one.
@@ -49,7 +53,9 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, float]:
     return read_metrics(run_dir)
 
 
-def assert_stopped(proc: subprocess.CompletedProcess, run_dir: Path, name: str, step: int, total: int) -> None:
+def assert_stopped(
+    proc: subprocess.CompletedProcess, run_dir: Path, name: str, step: int, total: int
+) -> None:
     """Exit 128 + N, the one line on stderr and in error.txt, last.ckpt of exactly that step, no metrics."""
     signum = getattr(signal, f"SIG{name}")
     assert proc.returncode == 128 + signum, proc.stderr[-3000:]
@@ -79,18 +85,19 @@ def test_a_signal_stops_at_that_step_and_resume_finishes_exactly(
 def test_a_second_ctrl_c_quits_at_once(tmp_path: Path) -> None:
     proc = train(*RUN, *signal_at(13, "INT", times=2), f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 128 + signal.SIGINT, proc.stderr[-3000:]
-    assert "aevae-train: interrupted again: quit at once, without a checkpoint; no checkpoint was saved" in proc.stderr
+    quit_line = "aevae-train: interrupted again: quit at once, without a checkpoint; no checkpoint was saved"
+    assert quit_line in proc.stderr
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists() and not (tmp_path / "metrics.json").exists()
 
 
 def test_sigusr1_under_slurm_without_a_controller_says_the_requeue_failed(tmp_path: Path) -> None:
     """Lightning's Slurm environment is detected (its SIGUSR1 handler would save hpc_ckpt_1.ckpt
     and requeue); ours takes the signal instead, and a failed `scontrol requeue` is reported."""
-    slurm = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "aevae", "SLURM_PROCID": "0"}
-    proc = train(*RUN, *signal_at(13, "USR1"), f"hydra.run.dir={tmp_path}", env=slurm)
+    env = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "aevae", "SLURM_PROCID": "0"}
+    proc = train(*RUN, *signal_at(13, "USR1"), f"hydra.run.dir={tmp_path}", env=env)
     assert proc.returncode == 128 + signal.SIGUSR1, proc.stderr[-3000:]
     assert "SLURM auto-requeueing enabled" in (tmp_path / "train.log").read_text()  # Lightning saw Slurm
-    assert "aevae-train: stopped by SIGUSR1 at step 13 of 40; requeueing Slurm job 4242 failed (" in proc.stderr
+    assert "stopped by SIGUSR1 at step 13 of 40; requeueing Slurm job 4242 failed (" in proc.stderr
     assert proc.stderr.rstrip().endswith(f"; continue with: aevae-train resume={tmp_path}")
     assert peek(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 13
     assert not list(tmp_path.rglob("hpc_ckpt*"))
@@ -115,3 +122,36 @@ def test_ddp_ranks_stop_at_the_same_step_and_resume(tmp_path: Path) -> None:
     assert reference.wait(timeout=900) == 0, reference.stderr.read()[-3000:]
     assert read_metrics(stopped) == read_metrics(straight)
 
+
+@pytest.mark.usefixtures("slurm")
+def test_slurm_job_sent_usr1_requeues_and_finishes_exactly(
+    uninterrupted: dict[str, float], tmp_path: Path
+) -> None:
+    """`scancel --signal=USR1` at step 10: the job checkpoints, requeues itself, and the requeued
+    job (same command, default run dir) finds its run dir and finishes with the same metrics."""
+    scancel_at = ("+callbacks.scancel_at._target_=signal_sender.ScancelAt", "+callbacks.scancel_at.step=10")
+    command = [EXE, *RUN, *scancel_at]
+    sbatch = ["sbatch", "--parsable", f"--chdir={tmp_path}", f"--output={tmp_path}/slurm-%j.out"]
+    env = {**run_env(), "PYTHONPATH": str(TESTS)}
+    job = subprocess.run([*sbatch, "--wrap", shlex.join(["srun", *command])], env=env, **TEXT).stdout.strip()
+    deadline = time.monotonic() + 600
+    while (state := squeue(job)) and time.monotonic() < deadline:
+        if state == "PENDING BeginTime":  # Slurm holds a requeued job for two minutes: no need here
+            subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], **TEXT)
+        time.sleep(0.5)
+    assert not state, f"job {job} still {state}"
+    assert "Restarts=1" in subprocess.run(["scontrol", "show", "job", job], **TEXT).stdout
+    [run_dir] = list((tmp_path / "outputs" / "runs").glob("*/*"))  # one run, continued in its own dir
+    stopped = f"stopped by SIGUSR1 at step 10 of 40; Slurm job {job} is requeued and continues from this step"
+    assert f"{stopped} in {run_dir.resolve()}" in (run_dir / "train.log").read_text()
+    assert read_metrics(run_dir) == uninterrupted, (tmp_path / f"slurm-{job}.out").read_text()[-3000:]
+    assert not (run_dir / "error.txt").exists()
+
+
+TEXT: dict[str, Any] = {"capture_output": True, "text": True, "check": True, "timeout": 60}
+
+
+def squeue(job: str) -> str:
+    """The job's state and reason, '' once it has left the queue."""
+    proc = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T %r"], **{**TEXT, "check": False})
+    return proc.stdout.strip()

@@ -58,7 +58,8 @@ class Stopped(Exception):
 
     def message(self, run_dir: Path, requeued: str | None = None) -> str:
         of = f" of {self.total}" if self.total else ""
-        where = "" if self.checkpointed else " (not checkpointed: resuming repeats the steps since the last one)"
+        unsaved = not self.checkpointed and not (self.total and self.step >= self.total)
+        where = " (not checkpointed: a resume repeats the steps since the last checkpoint)" if unsaved else ""
         then = requeued or f"continue with: aevae-train resume={run_dir}"
         return f"stopped by {signal.Signals(self.signum).name} at step {self.step}{of}{where}; {then}"
 
@@ -81,14 +82,20 @@ class StopOnSignal(L.Callback):
 
     # -- the handlers ------------------------------------------------------------------
     @contextlib.contextmanager
-    def installed(self) -> Iterator[StopOnSignal]:
-        """Handle the stop signals while the block runs (fit and test), then restore the old handlers."""
-        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
-            yield self
-            return
-        self._before = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+    def installed(self, trainer: L.Trainer) -> Iterator[StopOnSignal]:
+        """Handle the stop signals while the block runs (fit and test), then restore the old handlers.
+        A SIGTERM Lightning caught before `_take_back` (its `SIGTERMException` exits 0) stops the
+        run as honestly as any other."""
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        main = threading.current_thread() is threading.main_thread()  # signals reach the main thread only
+        self._before = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS} if main else {}
         try:
             yield self
+        except SIGTERMException:
+            raise Stopped(
+                signal.SIGTERM, trainer.global_step, total_steps(trainer), checkpointed=False
+            ) from None
         finally:
             for s, handler in self._before.items():
                 signal.signal(s, handler)
@@ -105,7 +112,9 @@ class StopOnSignal(L.Callback):
             self._quit_now()
         if not self.signum:
             self.signum = signum
-            log.warning("received %s: stopping after the current optimizer step (Ctrl-C again quits at once)", name)
+            log.warning(
+                "received %s: stopping after the current optimizer step (Ctrl-C again: quit now)", name
+            )
         else:
             log.info("received %s again: already stopping", name)
 
@@ -131,7 +140,12 @@ class StopOnSignal(L.Callback):
         self.trainer = trainer
         self._take_back()
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._take_back()
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
         """Checkpoint the step the loop stopped at (all ranks call this together: the save syncs them)."""
         if isinstance(exception, Stopped) and exception.checkpointed:
             exception.total = total_steps(trainer)
@@ -144,7 +158,7 @@ class StopOnSignal(L.Callback):
     def raise_if_requested(self, trainer: L.Trainer, checkpointed: bool = False) -> None:
         """Outside the training loop (after fit, during test): stop here, saying so."""
         if self.signum:
-            raise Stopped(self.signum, trainer.global_step, total_steps(trainer), checkpointed=checkpointed)
+            raise Stopped(self.signum, trainer.global_step, total_steps(trainer), checkpointed)
 
 
 def total_steps(trainer: L.Trainer) -> int | None:
@@ -153,7 +167,8 @@ def total_steps(trainer: L.Trainer) -> int | None:
     per_epoch = None
     if loader is not None and isinstance(trainer.num_training_batches, int):
         per_epoch = min(trainer.num_training_batches * loader.steps_per_chunk, loader.num_batches)
-    total = per_epoch * trainer.max_epochs if per_epoch and trainer.max_epochs and trainer.max_epochs > 0 else None
+    epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+    total = per_epoch * epochs if per_epoch and epochs else None
     if trainer.max_steps >= 0:
         total = min(total, trainer.max_steps) if total else trainer.max_steps
     return total

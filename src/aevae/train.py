@@ -171,11 +171,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         (output_dir / ERROR_FILE).unlink(missing_ok=True)  # from an earlier, failed attempt
 
-    with run.stopper.installed():
-        _fit(run)
+    with run.stopper.installed(trainer):
+        trainer.fit(run.model, datamodule=run.datamodule, ckpt_path=run.ckpt_path, weights_only=True)
         run.stopper.raise_if_requested(trainer)  # a signal after the last step: training is complete
         checkpointing = _model_checkpoint(trainer)
-        metrics = {"val/loss": float(v)} if (v := trainer.callback_metrics.get("val/loss")) is not None else {}
+        metrics = (
+            {"val/loss": float(v)} if (v := trainer.callback_metrics.get("val/loss")) is not None else {}
+        )
         if checkpointing is not None and checkpointing.best_model_score is not None:
             metrics[checkpointing.monitor] = float(checkpointing.best_model_score)  # the best epoch's
         if cfg.get("test"):
@@ -186,24 +188,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero and metrics:
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics
-
-
-def _fit(run: Run) -> None:
-    """`trainer.fit`; a SIGTERM that Lightning caught before `StopOnSignal` took the signal
-    over (its `SIGTERMException` exits 0) stops the run as honestly as any other."""
-    import signal
-
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-    from aevae.signals import Stopped, total_steps
-
-    trainer = run.trainer
-    try:
-        trainer.fit(run.model, datamodule=run.datamodule, ckpt_path=run.ckpt_path, weights_only=True)
-    except Stopped:
-        raise
-    except SIGTERMException:
-        raise Stopped(signal.SIGTERM, trainer.global_step, total_steps(trainer), checkpointed=False) from None
 
 
 #: A failed run leaves its error here, in its run dir.
