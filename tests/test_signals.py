@@ -136,8 +136,6 @@ def test_slurm_job_sent_usr1_requeues_and_finishes_exactly(
     job = subprocess.run([*sbatch, "--wrap", shlex.join(["srun", *command])], env=env, **TEXT).stdout.strip()
     deadline = time.monotonic() + 600
     while (state := squeue(job)) and time.monotonic() < deadline:
-        if state == "PENDING BeginTime":  # Slurm holds a requeued job for two minutes: no need here
-            subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], **TEXT)
         time.sleep(0.5)
     assert not state, f"job {job} still {state}"
     assert "Restarts=1" in subprocess.run(["scontrol", "show", "job", job], **TEXT).stdout
@@ -152,6 +150,44 @@ TEXT: dict[str, Any] = {"capture_output": True, "text": True, "check": True, "ti
 
 
 def squeue(job: str) -> str:
-    """The job's state and reason, '' once it has left the queue."""
+    """The job's state and reason, '' once it has left the queue. Slurm holds a requeued job
+    for two minutes before it may start again; here it starts at once."""
     proc = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T %r"], **{**TEXT, "check": False})
+    if proc.stdout.strip() == "PENDING BeginTime":
+        subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], **{**TEXT, "check": False})
     return proc.stdout.strip()
+
+
+@pytest.mark.usefixtures("slurm")
+def test_submitit_job_preempted_is_requeued_by_submitit_and_finishes_exactly(
+    uninterrupted: dict[str, float], tmp_path: Path
+) -> None:
+    """submitit's preemption signal (USR2) in a job of the submitit_slurm launcher: the step
+    checkpoint, then submitit's own requeue; the requeued job continues from that checkpoint."""
+    launcher = (
+        "hydra/launcher=submitit_slurm",
+        "hydra.launcher.partition=debug",
+        "hydra.launcher.mem_gb=null",
+        "hydra.launcher.timeout_min=60",  # not near its limit: submitit requeues it as preempted
+        "hydra.launcher.cpus_per_task=1",
+        f"hydra.sweep.dir={tmp_path}",
+        "hydra.sweep.subdir=job",
+    )
+    scancel_at = ("+callbacks.scancel_at._target_=signal_sender.ScancelAt", "+callbacks.scancel_at.step=10")
+    sweep = subprocess.Popen(
+        [EXE, "-m", *launcher, *RUN, *scancel_at, "+callbacks.scancel_at.signal=USR2"],
+        env={**run_env(), "PYTHONPATH": str(TESTS)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 600
+    while sweep.poll() is None and time.monotonic() < deadline:
+        for job in (tmp_path / ".submitit").glob("[0-9]*"):
+            squeue(job.name)
+        time.sleep(0.5)
+    assert sweep.wait(timeout=60) == 0, sweep.stderr.read()[-3000:]
+    log = (tmp_path / "job" / "train.log").read_text()
+    assert "stopped by SIGUSR2 at step 10 of 40; submitit requeues Slurm job" in log
+    assert f"requeued Slurm job: continuing from {tmp_path}/job/checkpoints/last.ckpt" in log
+    assert read_metrics(tmp_path / "job") == uninterrupted

@@ -89,7 +89,7 @@ class StopOnSignal(L.Callback):
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
         main = threading.current_thread() is threading.main_thread()  # signals reach the main thread only
-        self._before = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS} if main else {}
+        self._before = {s: signal.signal(s, self._handle) for s in stop_signals()} if main else {}
         try:
             yield self
         except SIGTERMException:
@@ -103,7 +103,7 @@ class StopOnSignal(L.Callback):
     def _take_back(self) -> None:
         """Lightning wraps SIGTERM at the start of `fit`/`test`: make it ours again (see the module doc)."""
         if self._before and threading.current_thread() is threading.main_thread():
-            for s in STOP_SIGNALS:
+            for s in self._before:
                 signal.signal(s, self._handle)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
@@ -161,6 +161,19 @@ class StopOnSignal(L.Callback):
             raise Stopped(self.signum, trainer.global_step, total_steps(trainer), checkpointed)
 
 
+def stop_signals() -> tuple[int, ...]:
+    """SIGTERM, SIGINT, SIGUSR1, and in a job of submitit's Slurm executor its preemption signal."""
+    return STOP_SIGNALS + ((sig,) if (sig := submitit_signal()) else ())
+
+
+def submitit_signal() -> int | None:
+    """The signal submitit's Slurm jobs get before their time limit (`--signal=USR2@<s>`), then
+    requeued by submitit's own handler; None outside such a job."""
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+        return None
+    return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+
+
 def total_steps(trainer: L.Trainer) -> int | None:
     """Optimizer steps the run would take in all (None: unbounded)."""
     loader = trainer.train_dataloader
@@ -198,6 +211,8 @@ def _marker(job_id: str) -> Path:
 def requeue(stop: Stopped, run_dir: Path) -> str | None:
     """Under Slurm, requeue this job after SIGUSR1 (rank 0 only); what to tell the user, or None."""
     job = slurm_job_id()
+    if job is not None and stop.signum == submitit_signal():
+        return f"submitit requeues Slurm job {job}, which continues from this step in {run_dir}"
     if job is None or stop.signum != REQUEUE_SIGNAL or not stop.checkpointed:
         return None
     if int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0"))) != 0:
@@ -215,6 +230,13 @@ def requeue(stop: Stopped, run_dir: Path) -> str | None:
         return f"requeueing Slurm job {job} failed ({failed}); continue with: aevae-train resume={run_dir}"
     log.info("requeued Slurm job %s", job)
     return f"Slurm job {job} is requeued and continues from this step in {run_dir}"
+
+
+def pass_on(stop: Stopped) -> None:
+    """After the step checkpoint, hand submitit's preemption signal to submitit's handler (put
+    back when training ended), which pickles the job again, requeues it and exits."""
+    if stop.signum == submitit_signal() and callable(handler := signal.getsignal(stop.signum)):
+        handler(stop.signum, None)
 
 
 def requeued_run_dir() -> str | None:

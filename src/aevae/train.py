@@ -234,13 +234,14 @@ def _report_stop(stop: Any, run_dir: Path) -> None:
     128 + the signal's number, also inside a sweep: the signal was meant for the whole process."""
     from lightning.pytorch.utilities import rank_zero_only
 
-    from aevae.signals import requeue
+    from aevae.signals import pass_on, requeue
 
     message = stop.message(run_dir, requeue(stop, run_dir))
     _write_error(run_dir, message)
     log.error(message)
     if rank_zero_only.rank == 0:
         print(f"aevae-train: {message}", file=sys.stderr, flush=True)
+    pass_on(stop)
     raise SystemExit(stop.exit_code) from None
 
 
