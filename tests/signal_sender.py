@@ -62,3 +62,15 @@ class ScancelAt(L.Callback):
         deadline = time.monotonic() + 60
         while not stopper.requested() and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+class SignalInTest(L.Callback):
+    """Send `signal` to this process when the first test batch starts (once per process)."""
+
+    def __init__(self, signal: str) -> None:
+        self.signum = getattr(signal_module, f"SIG{signal}")
+
+    def on_test_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_rank == 0 and self.signum:
+            os.kill(os.getpid(), self.signum)
+            self.signum = 0

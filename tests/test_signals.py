@@ -82,6 +82,20 @@ def test_a_signal_stops_at_that_step_and_resume_finishes_exactly(
     assert not (tmp_path / "error.txt").exists()
 
 
+def test_a_signal_in_the_test_phase_is_no_success(uninterrupted: dict[str, float], tmp_path: Path) -> None:
+    """Training is complete (its last.ckpt is there); the test is cut short: no metrics.json,
+    exit 143; resuming the finished run only tests it."""
+    in_test = (
+        "+callbacks.signal_in_test._target_=signal_sender.SignalInTest",
+        "+callbacks.signal_in_test.signal=TERM",
+    )
+    proc = train(*RUN, *in_test, f"hydra.run.dir={tmp_path}")
+    assert_stopped(proc, tmp_path, "TERM", 40, 40)
+    resumed = train(f"resume={tmp_path}", "~callbacks.signal_in_test")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert read_metrics(tmp_path) == uninterrupted
+
+
 def test_a_second_ctrl_c_quits_at_once(tmp_path: Path) -> None:
     proc = train(*RUN, *signal_at(13, "INT", times=2), f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 128 + signal.SIGINT, proc.stderr[-3000:]

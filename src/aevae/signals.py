@@ -74,6 +74,7 @@ class StopOnSignal(L.Callback):
         self.checkpoint = Path(checkpoint)
         self.signum = 0
         self.trainer: L.Trainer | None = None
+        self.total: int | None = None  # optimizer steps of the whole run, known once training starts
         self._before: dict[int, Any] = {}
 
     def requested(self) -> int:
@@ -93,9 +94,7 @@ class StopOnSignal(L.Callback):
         try:
             yield self
         except SIGTERMException:
-            raise Stopped(
-                signal.SIGTERM, trainer.global_step, total_steps(trainer), checkpointed=False
-            ) from None
+            raise Stopped(signal.SIGTERM, trainer.global_step, self.total, checkpointed=False) from None
         finally:
             for s, handler in self._before.items():
                 signal.signal(s, handler)
@@ -137,7 +136,7 @@ class StopOnSignal(L.Callback):
         self._take_back()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.trainer = trainer
+        self.trainer, self.total = trainer, total_steps(trainer)
         self._take_back()
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -148,7 +147,7 @@ class StopOnSignal(L.Callback):
     ) -> None:
         """Checkpoint the step the loop stopped at (all ranks call this together: the save syncs them)."""
         if isinstance(exception, Stopped) and exception.checkpointed:
-            exception.total = total_steps(trainer)
+            exception.total = self.total
             trainer.save_checkpoint(self.checkpoint, weights_only=False)  # all state: it resumes the run
             log.info("checkpoint of step %d: %s", exception.step, self.checkpoint)
 
@@ -158,7 +157,7 @@ class StopOnSignal(L.Callback):
     def raise_if_requested(self, trainer: L.Trainer, checkpointed: bool = False) -> None:
         """Outside the training loop (after fit, during test): stop here, saying so."""
         if self.signum:
-            raise Stopped(self.signum, trainer.global_step, total_steps(trainer), checkpointed)
+            raise Stopped(self.signum, trainer.global_step, self.total, checkpointed)
 
 
 def stop_signals() -> tuple[int, ...]:
