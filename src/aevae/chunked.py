@@ -123,7 +123,7 @@ class ChunkedTraining(L.LightningModule):
         self.cuda_graph = True
         self._graph: StepGraph | bool | None = None  # False: eager steps, decided at the first step
         #: The stop signal received, 0 if none (`aevae.signals.StopOnSignal.requested`).
-        self.stop_requested: Callable[[], int] = lambda: 0
+        self.stop_requested: Callable[[], int] = _never
         self._steps_into_chunk = 0  # steps of the current chunk done when a signal stopped training
         self._resume_inside_chunk = 0  # ... and those to skip of the first chunk after resuming there
 
@@ -337,6 +337,11 @@ class ChunkedTraining(L.LightningModule):
         if (means := self._running.take_epoch()) is not None:
             named = zip(self.term_names, means, strict=True)
             self.log_dict({f"train/{name}_epoch": value for name, value in named}, sync_dist=True)
+
+
+def _never() -> int:
+    """No stop requested (a model trained outside `aevae-train`)."""
+    return 0
 
 
 class NonFiniteLossError(UserError):

@@ -6,10 +6,13 @@ loop (`aevae.chunked`) reads it between optimizer steps, also inside a chunk, an
 `Stopped` after the current step; `StopOnSignal.on_exception` then writes `last.ckpt` of
 exactly that step, with all the state a resume needs. Under DDP the flag rides on the
 all-reduce every chunk already makes, so all ranks stop at the end of the same chunk. A
-second Ctrl-C quits at once.
+signal after the last step, or during the test phase, stops the run there (training is
+complete and checkpointed). A second Ctrl-C quits at once.
 
 Under Slurm, SIGUSR1 also requeues the job (`scontrol requeue`), and the requeued job, run
-with the same command line, finds its run dir and continues from that checkpoint.
+with the same command line, finds its run dir and continues from that checkpoint. In a job of
+submitit's Slurm executor its preemption signal (USR2) stops the run the same way and is then
+handed to submitit's handler, which requeues the job.
 
 Lightning has its own SIGTERM handling (a flag that makes its loops raise `SIGTERMException`,
 a `SystemExit` that exits 0, without a checkpoint, and under DDP a broadcast from inside the
@@ -17,9 +20,9 @@ signal handler that would interleave with the per-step gradient all-reduce of
 `aevae.chunked`) and, under Slurm, a SIGUSR1 handler that saves an `hpc_ckpt` at whatever
 point the signal lands and requeues. Installed before `fit`, these handlers make Lightning
 leave SIGUSR1 alone (it installs its Slurm handler only where none is set); SIGTERM, which
-Lightning always wraps at the start of `fit`, is taken back at train start. Lightning puts
-back the handlers it found when `fit` ends, and `StopOnSignal.installed` restores the ones
-before the run.
+Lightning wraps at the start of every `fit` and `test`, is taken back when the sanity check,
+training or testing starts. Lightning puts back the handlers it found when it ends, and
+`StopOnSignal.installed` restores the ones before the run.
 """
 
 from __future__ import annotations
