@@ -250,6 +250,19 @@ def requeued_run_dir() -> str | None:
     return marker.read_text().strip() if marker.is_file() else None
 
 
+def continue_requeued(run_dir: str | Path) -> str | None:
+    """ "last" (as `ckpt_path=last`) in a requeued Slurm job whose run dir holds a last.ckpt: a
+    fixed `hydra.run.dir`, a job dir of the submitit launcher, or one found by `requeued_run_dir`."""
+    from aevae.checkpointing import LAST
+
+    if int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) < 1:
+        return None
+    if not (last := Path(run_dir) / "checkpoints" / LAST).is_file():
+        return None
+    log.info("requeued Slurm job: continuing from %s", last)
+    return "last"
+
+
 def forget_requeue() -> None:
     """The requeued job finished: its marker has done its work."""
     if (job := slurm_job_id()) is not None and os.environ.get("SLURM_RESTART_COUNT"):

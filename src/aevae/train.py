@@ -65,7 +65,7 @@ def build(cfg: DictConfig) -> Run:
 
     from aevae.checkpointing import LAST, check_compatible, peek
     from aevae.chunked import configure_chunks
-    from aevae.signals import StopOnSignal
+    from aevae.signals import StopOnSignal, continue_requeued
 
     _tidy_library_output()
     from hydra.core.hydra_config import HydraConfig
@@ -78,7 +78,7 @@ def build(cfg: DictConfig) -> Run:
     L.seed_everything(cfg.seed, workers=True)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     resume_step = None
-    if ckpt_path := cfg.get("ckpt_path") or _requeued(cfg):
+    if ckpt_path := cfg.get("ckpt_path") or continue_requeued(cfg.paths.output_dir):
         if ckpt_path == "last":  # the run dir's own, as after a crash with hydra.run.dir=RUN_DIR
             ckpt_path = str(Path(cfg.paths.output_dir) / "checkpoints" / LAST)
         checkpoint = peek(ckpt_path, key="ckpt_path")
@@ -120,19 +120,6 @@ def build(cfg: DictConfig) -> Run:
         # per step on a machine with a CUDA build and no GPU. Nothing here forks CUDA.
         os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
     return Run(datamodule, model, trainer, ckpt_path, stopper)
-
-
-def _requeued(cfg: DictConfig) -> str | None:
-    """A Slurm job requeued with its run dir (submitit's requeue, or a fixed `hydra.run.dir`)
-    continues from that dir's last checkpoint, as `ckpt_path=last` would."""
-    from aevae.checkpointing import LAST
-
-    if int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) < 1:
-        return None
-    if not (Path(cfg.paths.output_dir) / "checkpoints" / LAST).is_file():
-        return None
-    log.info("requeued Slurm job: continuing from %s/checkpoints/%s", cfg.paths.output_dir, LAST)
-    return "last"
 
 
 def _check_precision(trainer: Any) -> None:
