@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -132,3 +133,12 @@ def png_size(image: Path | bytes) -> tuple[int, int]:
 
 def read_metrics(run_dir: Path) -> dict[str, float]:
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def readme_code(heading: str, language: str = "python") -> list[str]:
+    """The `language` code blocks of README.md's section `heading` (a `## ` line), in order."""
+    text = (REPO / "README.md").read_text()
+    start = text.index(f"\n## {heading}\n")
+    end = text.find("\n## ", start + 1)
+    section = text[start : end if end != -1 else None]
+    return re.findall(rf"```{language}\n(.*?)```", section, flags=re.S)

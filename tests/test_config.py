@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from PIL import Image
 
+from aevae.callbacks import trackers
 from aevae.config import CONFIG_DIR, UserError, compose_config
 from conftest import aevae_train
 
@@ -24,18 +27,34 @@ def test_every_group_has_options() -> None:
     assert {"mse", "bce", "gaussian"} <= set(options("loss"))
     assert {"cpu", "gpu", "ddp", "debug"} <= set(options("trainer"))
     assert {"mnist", "fashion_mnist", "kmnist"} <= set(options("data"))
-    assert {"tensorboard", "csv", "none"} <= set(options("logger"))
+    assert {"tensorboard", "csv", "mlflow", "wandb", "none"} <= set(options("logger"))
     assert all(options(g) for g in GROUPS)
+
+
+def needed_overrides(group: str, option: str, tmp_path: Path) -> list[str]:
+    """What an option cannot do without: the data of data=array and data=image_folder."""
+    if (group, option) == ("data", "array"):
+        np.save(tmp_path / "images.npy", np.zeros((20, 8, 8), dtype=np.uint8))
+        return [f"data.path={tmp_path / 'images.npy'}"]
+    if (group, option) == ("data", "image_folder"):
+        (tmp_path / "images").mkdir()
+        Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "images" / "a.png")
+        return [f"data.path={tmp_path / 'images'}"]
+    return []
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_option_composes_and_builds(group: str, option: str, tmp_path: Path) -> None:
-    cfg = compose_config([f"{group}={option}"], output_dir=tmp_path)
+    cfg = compose_config(
+        [f"{group}={option}", *needed_overrides(group, option, tmp_path)], output_dir=tmp_path
+    )
     assert OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     instantiate(cfg.data)
     if not (cfg.model._target_.endswith(("VAE", "IWAE")) and cfg.loss._target_.endswith("MSE")):
         assert isinstance(instantiate(cfg.model, _convert_="all"), torch.nn.Module)
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
+    for key, logger_cfg in (cfg.logger or {}).items():
+        trackers.prepare(key, logger_cfg)  # as aevae.train.build does: MLflow's file store allowed
     loggers = [instantiate(c) for c in (cfg.logger or {}).values()]
     if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         return  # composes; building it needs a GPU

@@ -251,7 +251,7 @@ def test_a_stale_cached_judge_is_retrained(
         saved["state_dict"] = {k.replace("head.", "old_head."): v for k, v in saved["state_dict"].items()}
         torch.save(saved, path)
     monkeypatch.setenv("AEVAE_CACHE", str(stale))
-    judge, run_dir = digit_judge("mnist", str(mnist_root()), 1, torch.device("cpu"))
+    judge, run_dir = digit_judge({"name": "mnist", "root": str(mnist_root())}, 1, torch.device("cpu"))
     assert run_dir == stale / "judge" / "mnist-1epochs"
     assert judge(torch.rand(3, 1, 28, 28)).shape == (3, 10)
     fresh = torch.load(sorted((run_dir / "checkpoints").glob("*.ckpt"))[0], weights_only=True)

@@ -93,3 +93,73 @@ def test_loss_of_many_draws_is_the_loss_of_each(loss) -> None:
     torch.testing.assert_close(loss.of_draws(logits, x), each)
     with torch.no_grad():
         torch.testing.assert_close(loss.of_draws(logits, x), each, rtol=1e-5, atol=1e-3)
+
+
+# -- the discretized logistic (8-bit colour) ------------------------------------------------
+def test_discretized_logistic_sums_to_one_over_the_256_levels() -> None:
+    from aevae.losses import discretized_logistic_log_prob
+
+    levels = torch.arange(256, dtype=torch.float64) / 255
+    for mean, log_scale in [(0.0, -3.0), (0.9, -5.0), (-1.2, -1.0), (0.3, -7.0), (0.999, 0.5)]:
+        m, s = (
+            torch.full((256,), mean, dtype=torch.float64),
+            torch.full((256,), log_scale, dtype=torch.float64),
+        )
+        total = discretized_logistic_log_prob(levels, m, s).exp().sum()
+        assert abs(float(total) - 1) < 1e-6, (mean, log_scale, float(total))
+
+
+def test_discretized_logistic_nll_equals_a_direct_computation() -> None:
+    from aevae.losses import DiscretizedLogistic
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (3, 3, 4, 4), generator=gen).double() / 255
+    params = torch.randn((3, 6, 4, 4), generator=gen, dtype=torch.float64)
+    mean, log_scale = params[:, :3], params[:, 3:].clamp_min(-7)
+
+    def cdf(v: torch.Tensor) -> torch.Tensor:  # the logistic's CDF on the [-1, 1] scale
+        return torch.sigmoid((v - mean) / log_scale.exp())
+
+    y = x * 2 - 1
+    upper = torch.where(x >= 1, torch.ones_like(y), cdf(y + 1 / 255))
+    lower = torch.where(x <= 0, torch.zeros_like(y), cdf(y - 1 / 255))
+    direct = -(upper - lower).log().flatten(1).sum(1)
+    assert torch.allclose(DiscretizedLogistic()(params, x), direct, rtol=1e-6)
+
+
+def test_discretized_logistic_mixture_is_a_mixture_and_its_mean_is_in_range() -> None:
+    from aevae.losses import DiscretizedLogistic
+
+    gen = torch.Generator().manual_seed(1)
+    k, c = 3, 3
+    loss = DiscretizedLogistic(components=k)
+    assert loss.out_channels(c) == k + 2 * k * c and DiscretizedLogistic().out_channels(c) == 2 * c
+    params = torch.randn((2, loss.out_channels(c), 5, 5), generator=gen, dtype=torch.float64)
+    x = torch.randint(0, 256, (2, c, 5, 5), generator=gen).double() / 255
+    weights, means, scales = params[:, :k], params[:, k : k + k * c], params[:, k + k * c :]
+    mixed = torch.stack(
+        [
+            DiscretizedLogistic().log_prob(
+                torch.cat([means[:, i * c : (i + 1) * c], scales[:, i * c : (i + 1) * c]], 1), x
+            )
+            for i in range(k)
+        ],
+        1,
+    )
+    expected = -torch.logsumexp(torch.log_softmax(weights, 1) + mixed, 1).flatten(1).sum(1)
+    assert torch.allclose(loss(params, x), expected)
+    mean = loss.mean(params)
+    assert mean.shape == x.shape and mean.min() >= 0 and mean.max() <= 1
+
+
+def test_bits_per_dim_is_nats_over_dims_and_ln2() -> None:
+    from aevae.losses import bits_per_dim
+
+    assert bits_per_dim(3072 * math.log(2) * 4.5, (3, 32, 32)) == pytest.approx(4.5)
+    # the same as the mean of -log2 P over every pixel value
+    from aevae.losses import DiscretizedLogistic, discretized_logistic_log_prob
+
+    params, x = torch.randn(2, 6, 4, 4), torch.randint(0, 256, (2, 3, 4, 4)) / 255
+    per_value = -discretized_logistic_log_prob(x, params[:, :3], params[:, 3:].clamp_min(-7)) / math.log(2)
+    bpd = bits_per_dim(DiscretizedLogistic()(params, x), (3, 4, 4))
+    assert torch.allclose(bpd, per_value.flatten(1).mean(1))

@@ -18,6 +18,7 @@ from aevae.checkpointing import peek
 from aevae.chunked import NonFiniteLossError
 from aevae.config import compose_config
 from aevae.data import DATASETS, DataError, MNISTDataModule
+from aevae.data.shapes import NAMES
 from aevae.models import load_checkpoint
 from aevae.models.nets import ACTIVATIONS
 from aevae.train import build
@@ -73,6 +74,18 @@ BAD_INPUTS = [
     (["callbacks.step_checkpoint.every_n_train_steps=0"], "callbacks.step_checkpoint.every_n_train_steps=0"),
     (["ckpt_path=/nonexistent.ckpt"], "ckpt_path=/nonexistent.ckpt"),
     (["resume=/nonexistent"], "resume=/nonexistent"),
+    (["data=image_folder"], "data=image_folder needs data.path=DIR"),
+    (["data=image_folder", "data.path=/nonexistent"], "data.path=/nonexistent is not a folder of images"),
+    (["data=array", "data.path=/etc/hostname"], "data=array reads .npy, .npz or .pt files"),
+    (["data=image_folder", "data.path=/tmp", "data.channels=2"], "data.channels=2"),
+    (
+        ["data=cifar10", "data.root=/nonexistent", "data.download=false"],
+        "cifar-10-batches-py/data_batch_1 not found",
+    ),
+    (
+        ["model/net=conv", "data=celeba", "data.image_size=30", "data.download=false"],
+        "model/net=conv with 3 blocks",
+    ),
 ]
 
 
@@ -107,7 +120,7 @@ def test_bad_inputs_get_one_line_naming_the_key(tmp_path: Path) -> None:
 
 def test_schema_knows_the_same_names_as_the_code() -> None:
     assert set(validation.ACTIVATIONS) == set(ACTIVATIONS)
-    assert set(validation.DATASET_NAMES) == set(DATASETS)
+    assert set(validation.DATASET_NAMES) == set(NAMES) and set(validation.MNIST_FAMILY) == set(DATASETS)
 
 
 # -- damaged data files -----------------------------------------------------------------------

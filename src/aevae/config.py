@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import ListConfig, OmegaConf
 
 
 def _config_dir() -> Path:
@@ -30,6 +30,27 @@ def one_folder(name: str) -> str:
 OmegaConf.register_new_resolver("aevae.folder", one_folder, replace=True)
 
 
+def _image_shape(data: object) -> ListConfig:
+    """`${aevae.image_shape:${data}}`: [C, H, W] of the configured data's images (a ListConfig:
+    `OmegaConf.resolve`, which Hydra's instantiate runs, stores no plain list in a node)."""
+    from aevae.data.shapes import shape_of
+
+    return ListConfig(shape_of(data))
+
+
+OmegaConf.register_new_resolver("aevae.image_shape", _image_shape, replace=True)
+
+
+def _num_classes(data: object) -> int:
+    """`${aevae.num_classes:${data}}`: the classes of the configured data's labels (0: none)."""
+    from aevae.data.shapes import num_classes
+
+    return num_classes(data)
+
+
+OmegaConf.register_new_resolver("aevae.num_classes", _num_classes, replace=True)
+
+
 class UserError(ValueError):
     """A mistake in the user's config or data; its message says what and how to fix it."""
 
@@ -47,7 +68,17 @@ def user_error(err: BaseException) -> str | None:
 
 
 #: Overrides whose value is a path: a sweep's job dirs have '=' in their names (0_model=ae).
-PATH_KEYS = ("ckpt", "run_dir", "out", "pretrained", "resume", "ckpt_path", "data.root", "hydra.run.dir")
+PATH_KEYS = (
+    "ckpt",
+    "run_dir",
+    "out",
+    "pretrained",
+    "resume",
+    "ckpt_path",
+    "data.root",
+    "data.path",
+    "hydra.run.dir",
+)
 
 
 def quote_paths(args: list[str]) -> list[str]:
@@ -96,14 +127,18 @@ def one_line_errors(program: str) -> Iterator[None]:
 def compose_config(overrides: list[str] | tuple[str, ...] = (), output_dir: str | Path | None = None):
     """The `aevae-train` config with `overrides`, outside a Hydra run (scripts, notebooks, tests).
 
-    `output_dir` stands in for the Hydra run dir that `paths.output_dir` points to.
+    `output_dir` stands in for the Hydra run dir that `paths.output_dir` points to; by default
+    it is the one `aevae-train` would pick (`hydra.run.dir`: outputs/runs/<date>/<time>).
+    Hydra's global state is cleared again on return, so this can be called any number of times.
     """
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides))
-    if output_dir is not None:
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(output_dir)
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=output_dir is None)
+    with open_dict(cfg):
+        if output_dir is None:
+            output_dir = Path(cfg.hydra.run.dir).resolve()  # the CLI's run dir is absolute too
+            del cfg["hydra"]
+        cfg.paths.output_dir = str(output_dir)
     return cfg

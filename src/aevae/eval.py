@@ -53,7 +53,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from aevae.callbacks.latents import encode_all, has_prior, prior_codes
     from aevae.callbacks.media import decoded_images
     from aevae.callbacks.tensorboard import fixed_indices
+    from aevae.data.shapes import num_classes
     from aevae.evaluation.compression import compressed_quality
+    from aevae.evaluation.frechet import JudgeFeatures, frechet_distance
     from aevae.evaluation.judge import digit_judge, judge_scores
     from aevae.evaluation.latent_space import interpolation_smoothness
     from aevae.evaluation.reconstruction import decoding_quality
@@ -82,11 +84,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 if options.iw_images is not None and options.iw_images < len(test_x):
                     some = test_x[fixed_indices(len(test_x), options.iw_images, cfg.seed).to(device)]
                 metrics |= prefixed("likelihood", _likelihood(model, some, options, generator))
-        with clock("representation"):
-            metrics["repr/linear_probe"] = linear_probe_accuracy(
-                train_codes, train_y, test_codes, test_y, inverse_regularization=options.probe_c
-            )
-            metrics["repr/knn"] = knn_accuracy(train_codes, train_y, test_codes, test_y, k=options.knn_k)
+        data, data_config = run.datamodule, _data_config(model, cfg)
+        labelled = num_classes(data_config) >= 2
+        if not labelled:
+            log.info("data=%s has no class labels: no linear probe, 5-NN or judge scores", data.name)
+        if labelled:
+            with clock("representation"):
+                metrics["repr/linear_probe"] = linear_probe_accuracy(
+                    train_codes, train_y, test_codes, test_y, inverse_regularization=options.probe_c
+                )
+                metrics["repr/knn"] = knn_accuracy(train_codes, train_y, test_codes, test_y, k=options.knn_k)
         with clock("smoothness"):
             pairs = fixed_indices(len(test_x), 2 * options.interpolation_pairs, cfg.seed).to(device)
             start, end = test_x[pairs].chunk(2)
@@ -97,12 +104,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         with clock("samples"):
             noise = torch.randn(options.num_samples, model.latent_dim, generator=generator, device=device)
             samples = decoded_images(model, prior_codes(model, noise, lambda: train_codes))
-            data = run.datamodule
-            judge, judge_dir = digit_judge(data.name, str(data.root), options.judge_epochs, device)
-            metrics |= prefixed("samples", judge_scores(judge, samples))
-            metrics["samples/judge_accuracy"] = json.loads((judge_dir / "metrics.json").read_text())[
-                "test/accuracy"
-            ]
+            if labelled:
+                judge, judge_dir = digit_judge(data_config, options.judge_epochs, device)
+                metrics |= prefixed("samples", judge_scores(judge, samples))
+                metrics["samples/fd_judge"] = frechet_distance(JudgeFeatures(judge), test_x, samples)
+                metrics["samples/judge_accuracy"] = json.loads((judge_dir / "metrics.json").read_text())[
+                    "test/accuracy"
+                ]
         with clock("compression"):
             quality = {
                 bits: compressed_quality(model, test_x, test_codes, train_codes, bits)
@@ -126,11 +134,19 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return report
 
 
+def _data_config(model: Any, cfg: DictConfig) -> dict[str, Any]:
+    """The data settings of the model's run, with the non-null keys of `cfg.data` on top."""
+    from omegaconf import OmegaConf
+
+    overrides = {k: v for k, v in OmegaConf.to_container(cfg.data).items() if v is not None}
+    return {**model.run_config["data"], **overrides}
+
+
 def _likelihood(model: Any, images: Any, options: DictConfig, generator: Any) -> dict[str, float]:
     """Test-set means of the VAE's -ELBO and IW-NLL (from the same `iw_samples` draws), and its KL."""
     from aevae.callbacks.latents import posterior_all
     from aevae.evaluation.likelihood import likelihood_bounds
-    from aevae.losses import kl_std_normal
+    from aevae.losses import bits_per_dim, kl_std_normal
 
     totals = {"neg_elbo": 0.0, "iw_nll": 0.0}
     for x in images.split(options.batch_size):
@@ -139,7 +155,8 @@ def _likelihood(model: Any, images: Any, options: DictConfig, generator: Any) ->
             totals[name] += bounds[name].sum().item()
     means = {name: total / len(images) for name, total in totals.items()}
     kl = kl_std_normal(*posterior_all(model, images)).mean().item()
-    return {**means, "kl": kl, "iw_samples": options.iw_samples, "images": len(images)}
+    bits = {f"{name}_bits_per_dim": bits_per_dim(value, model.image_shape) for name, value in means.items()}
+    return {**means, **bits, "kl": kl, "iw_samples": options.iw_samples, "images": len(images)}
 
 
 def _denoising(model: Any, data: Any) -> dict[str, float]:

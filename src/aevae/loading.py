@@ -35,10 +35,7 @@ def pick_device(name: str) -> torch.device:
 def load_run(cfg: DictConfig) -> LoadedRun:
     """The model of `cfg.ckpt` (or of `cfg.run_dir`'s best checkpoint) with the data it was
     trained on, the non-null keys of `cfg.data` set on top, both on `cfg.device`."""
-    from hydra.utils import instantiate
-
     from aevae.models import load_checkpoint, resolve_checkpoint
-    from aevae.validation import validate
 
     if (cfg.ckpt is None) == (cfg.run_dir is None):
         raise UserError("give one of ckpt=CHECKPOINT or run_dir=RUN_DIR")
@@ -46,14 +43,25 @@ def load_run(cfg: DictConfig) -> LoadedRun:
     checkpoint = resolve_checkpoint(where, key=key)
     device = pick_device(cfg.device)
     model = load_checkpoint(checkpoint, map_location=device, key=key)
+    datamodule = datamodule_of(model, OmegaConf.to_container(cfg.data), device)
+    run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    return LoadedRun(model, datamodule, checkpoint, run_dir, device)
+
+
+def datamodule_of(model: Any, data: dict[str, Any], device: torch.device) -> Any:
+    """The data module `model` was trained on (its run config's `data`), the non-null keys of
+    `data` set on top, set up with its splits on `device`."""
+    from hydra.utils import instantiate
+
+    from aevae.validation import validate
+
     data_cfg = OmegaConf.create(model.run_config["data"])
-    data_cfg.merge_with({k: v for k, v in OmegaConf.to_container(cfg.data).items() if v is not None})
+    data_cfg.merge_with({k: v for k, v in data.items() if v is not None})
     validate(OmegaConf.create({"data": data_cfg}))
     datamodule = instantiate(data_cfg)
     datamodule.setup()
     datamodule.splits = {name: (x.to(device), y.to(device)) for name, (x, y) in datamodule.splits.items()}
-    run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
-    return LoadedRun(model, datamodule, checkpoint, run_dir, device)
+    return datamodule
 
 
 def split_images(run: LoadedRun, split: str) -> tuple[torch.Tensor, torch.Tensor]:

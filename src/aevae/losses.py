@@ -2,8 +2,10 @@
 
 Every loss takes decoder *logits* and images in [0, 1] and returns one value
 per image, so AE and VAE average over the batch the same way. The likelihoods
-(`Bernoulli`, `Gaussian`) sum over pixels and are in nats per image; `MSE` is
-the tutorial's per-pixel mean and is not a likelihood, so the VAE refuses it.
+(`Bernoulli`, `Gaussian`, `DiscretizedLogistic`) sum over pixels and are in nats
+per image; `MSE` is the tutorial's per-pixel mean and is not a likelihood, so the
+VAE refuses it. A likelihood with more than one parameter per pixel value says how
+many maps the decoder must emit in `out_channels`.
 """
 
 from __future__ import annotations
@@ -61,9 +63,17 @@ class ReconstructionLoss(nn.Module):
     #: True when `forward` is a negative log-likelihood in nats (usable in an ELBO).
     is_likelihood = True
 
+    def out_channels(self, channels: int) -> int:
+        """Decoder output maps for images of `channels` channels: one logit per pixel value."""
+        return channels
+
     def mean(self, logits: Tensor) -> Tensor:
         """The reconstruction in pixel space, [0, 1]."""
         return torch.sigmoid(logits)
+
+    def bce(self, logits: Tensor, x: Tensor) -> Tensor:
+        """Binary cross-entropy of the reconstruction per image, the metric every model reports."""
+        return bernoulli_nll(logits, x)
 
     def forward(self, logits: Tensor, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -71,7 +81,7 @@ class ReconstructionLoss(nn.Module):
     def of_draws(self, logits: Tensor, x: Tensor) -> Tensor:
         """The loss `[S, B]` of S decodings of each image, `logits [S, B, ...]`, against the
         images `x [B, ...]` (importance sampling decodes thousands of draws per image)."""
-        targets = x.expand_as(logits).flatten(0, 1)
+        targets = x.expand(logits.shape[0], *x.shape).flatten(0, 1)
         return self(logits.flatten(0, 1), targets).view(logits.shape[:2])
 
 
@@ -131,3 +141,89 @@ class MSE(ReconstructionLoss):
 
     def forward(self, logits: Tensor, x: Tensor) -> Tensor:
         return pixel_mse(self.mean(logits), x)
+
+
+def bits_per_dim(nats_per_image: Tensor | float, image_shape: tuple[int, ...]) -> Tensor | float:
+    """An NLL in nats per image as bits per pixel value: / (C * H * W * ln 2)."""
+    return nats_per_image / (math.prod(image_shape) * math.log(2))
+
+
+def discretized_logistic_log_prob(x: Tensor, mean: Tensor, log_scale: Tensor, levels: int = 256) -> Tensor:
+    """log P(x) per pixel value under a logistic(mean, exp(log_scale)) discretized to `levels` bins.
+
+    `x` in [0, 1] on the grid k / (levels - 1); `mean` and `log_scale` on the [-1, 1] scale of
+    PixelCNN++ (Salimans et al. 2017), whose bins are 2 / (levels - 1) wide. The edge bins
+    take the tails, so the probabilities of the `levels` values sum to 1.
+    """
+    x = x * 2 - 1
+    half = 1 / (levels - 1)
+    inv_scale = torch.exp(-log_scale)
+    centred = x - mean
+    upper, lower = inv_scale * (centred + half), inv_scale * (centred - half)
+    log_cdf_upper = upper - F.softplus(upper)  # log sigmoid(upper), the lowest bin's mass
+    log_sf_lower = -F.softplus(lower)  # log (1 - sigmoid(lower)), the highest bin's mass
+    mass = torch.sigmoid(upper) - torch.sigmoid(lower)
+    # a bin far out in the tail has a mass lost to rounding (a difference of two CDFs near 1):
+    # use the density at its centre times its width there (PixelCNN++'s fallback, below 1e-5
+    # in float32)
+    middle = inv_scale * centred
+    log_density = middle - log_scale - 2 * F.softplus(middle) + math.log(2 * half)
+    exact = mass > 100 * torch.finfo(mass.dtype).eps
+    inner = torch.where(exact, mass.clamp_min(torch.finfo(mass.dtype).tiny).log(), log_density)
+    return torch.where(x < -1 + half, log_cdf_upper, torch.where(x > 1 - half, log_sf_lower, inner))
+
+
+class DiscretizedLogistic(ReconstructionLoss):
+    """A discretized logistic over the 256 levels of 8-bit pixels, summed over pixels, nats per
+    image: the usual likelihood for colour images (PixelCNN++, IAF-VAE). With `components`
+    K > 1, a mixture of K logistics per pixel with weights shared by its channels (channels
+    independent given the component). The decoder emits per image channel C: the mean and
+    the log-scale (K = 1), or per pixel K weight logits plus K means and K log-scales per
+    channel (`out_channels`).
+    """
+
+    def __init__(self, components: int = 1, min_log_scale: float = -7.0) -> None:
+        super().__init__()
+        if int(components) < 1:
+            raise UserError(f"loss.components={components} must be >= 1")
+        self.components, self.min_log_scale = int(components), float(min_log_scale)
+
+    def out_channels(self, channels: int) -> int:
+        """Decoder output maps for images of `channels` channels."""
+        k = self.components
+        return 2 * channels if k == 1 else k + 2 * k * channels
+
+    def _split(self, params: Tensor, channels: int) -> tuple[Tensor | None, Tensor, Tensor]:
+        """(weight logits `[B, K, H, W]` or None, means and log-scales `[B, K, C, H, W]`)."""
+        k = self.components
+        if k == 1:
+            mean, log_scale = params.unflatten(1, (2, channels)).unbind(1)
+            return None, mean.unsqueeze(1), log_scale.clamp_min(self.min_log_scale).unsqueeze(1)
+        weights, rest = params[:, :k], params[:, k:].unflatten(1, (2, k, channels))
+        return weights, rest[:, 0], rest[:, 1].clamp_min(self.min_log_scale)
+
+    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        """log P(x) per pixel position `[B, H, W]` (summed over channels, mixed over components)."""
+        weights, mean, log_scale = self._split(params, x.shape[1])
+        per_component = discretized_logistic_log_prob(x.unsqueeze(1), mean, log_scale).sum(2)
+        if weights is None:
+            return per_component[:, 0]
+        return torch.logsumexp(F.log_softmax(weights, dim=1) + per_component, dim=1)
+
+    def forward(self, params: Tensor, x: Tensor) -> Tensor:
+        return -per_image(self.log_prob(params, x))
+
+    def bce(self, params: Tensor, x: Tensor) -> Tensor:
+        """Binary cross-entropy of the mean reconstruction (its parameters are no logits)."""
+        return per_image(F.binary_cross_entropy(self.mean(params).clamp(1e-6, 1 - 1e-6), x, reduction="none"))
+
+    def mean(self, params: Tensor) -> Tensor:
+        """The expected pixel value in [0, 1] (the mixture's weighted component means)."""
+        k = self.components
+        channels = params.shape[1] // 2 if k == 1 else (params.shape[1] - k) // (2 * k)
+        weights, mean, _ = self._split(params, channels)
+        expected = mean[:, 0] if weights is None else (F.softmax(weights, 1).unsqueeze(2) * mean).sum(1)
+        return ((expected + 1) / 2).clamp(0, 1)
+
+    def extra_repr(self) -> str:
+        return f"components={self.components}"

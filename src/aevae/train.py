@@ -63,6 +63,7 @@ def build(cfg: DictConfig) -> Run:
     import lightning as L
     from hydra.utils import instantiate
 
+    from aevae.callbacks import trackers
     from aevae.checkpointing import LAST, check_compatible, peek
     from aevae.chunked import configure_chunks
     from aevae.signals import StopOnSignal, continue_requeued
@@ -94,6 +95,8 @@ def build(cfg: DictConfig) -> Run:
     stopper = StopOnSignal(Path(cfg.paths.output_dir) / "checkpoints" / LAST)
     model.stop_requested = stopper.requested
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + [stopper]
+    for key, logger_cfg in (cfg.get("logger") or {}).items():
+        trackers.prepare(key, logger_cfg)
     loggers = [
         instantiate(c, **_resumed_logger_kwargs(c, resume_step)) for c in (cfg.get("logger") or {}).values()
     ]
@@ -195,13 +198,13 @@ def _task(cfg: DictConfig) -> Any:
     from aevae.signals import Stopped
 
     try:
-        with _own_distributed_setup():
+        with own_distributed_setup(), own_tracker_runs():
             metrics = train(cfg)
     except Stopped as stop:
         _report_stop(stop, Path(hydra_cfg.runtime.output_dir))
     except Exception as err:  # a mistake in the user's input gets one line, not a traceback
         message = user_error(err)
-        _write_error(Path(hydra_cfg.runtime.output_dir), message or traceback.format_exc())
+        write_error(Path(hydra_cfg.runtime.output_dir), message or traceback.format_exc())
         if message is None:
             raise
         log.error(message)
@@ -224,7 +227,7 @@ def _report_stop(stop: Any, run_dir: Path) -> None:
     from aevae.signals import pass_on, requeue
 
     message = stop.message(run_dir, requeue(stop, run_dir))
-    _write_error(run_dir, message)
+    write_error(run_dir, message)
     log.error(message)
     if rank_zero_only.rank == 0:
         print(f"aevae-train: {message}", file=sys.stderr, flush=True)
@@ -233,7 +236,7 @@ def _report_stop(stop: Any, run_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def _own_distributed_setup() -> Iterator[None]:
+def own_distributed_setup() -> Iterator[None]:
     """Leave no DDP state behind for the next job of a sweep run in this process.
 
     Lightning's DDP launcher exports MASTER_PORT, LOCAL_RANK, WORLD_SIZE, ... into this
@@ -254,6 +257,21 @@ def _own_distributed_setup() -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@contextlib.contextmanager
+def own_tracker_runs() -> Iterator[None]:
+    """Close the job's W&B run when the job ends, as finished or failed: Lightning's WandbLogger
+    leaves it open until the process exits, and the next job of a sweep run in this process
+    would log into it (`wandb.init` joins an open run)."""
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        wandb = sys.modules.get("wandb")  # not imported: no run to close
+        if wandb is not None and wandb.run is not None:
+            wandb.run.finish(exit_code=1 if failed else 0)
 
 
 class JobFailed(RuntimeError):
@@ -279,7 +297,7 @@ def _objective(cfg: DictConfig, metrics: dict[str, float]) -> Any:
     return metrics[key]
 
 
-def _write_error(run_dir: Path, text: str) -> None:
+def write_error(run_dir: Path, text: str) -> None:
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / ERROR_FILE).write_text(text.rstrip() + "\n")

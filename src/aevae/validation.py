@@ -18,10 +18,20 @@ from omegaconf import DictConfig, OmegaConf
 from aevae.config import UserError
 
 ACTIVATIONS = ("none", "relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid")  # aevae.models.nets
-DATASET_NAMES = ("mnist", "fashion_mnist", "kmnist")  # aevae.data.DATASETS
+DATASET_NAMES = (  # aevae.data.shapes.NAMES
+    "mnist",
+    "fashion_mnist",
+    "kmnist",
+    "cifar10",
+    "svhn",
+    "celeba",
+    "image_folder",
+    "array",
+)
+MNIST_FAMILY = DATASET_NAMES[:3]
 NOISES = ("gaussian", "salt_pepper", "mask")  # aevae.data.noise.NOISES
 INTERPOLATIONS = ("slerp", "lerp")  # aevae.callbacks.latents.INTERPOLATIONS
-TRAIN_IMAGES = 60_000  # in each of them
+TRAIN_IMAGES = 60_000  # in each of the MNIST family
 MAX_BITS = 24  # uniform quantization of float32 codes: beyond 24 bits it stores nothing more
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 DEVICES = ("auto", "cpu", "cuda", "mps")  # what aevae-eval and aevae-sample run on
@@ -103,6 +113,13 @@ RULES = (
     Rule("cuda_graph", "true or false", lambda v: isinstance(v, bool)),
     Rule("data.name", f"one of {', '.join(DATASET_NAMES)}", one_of(DATASET_NAMES)),
     Rule("data.root", "a path", path, optional=True),
+    Rule("data.path", "a folder (data=image_folder) or a file (data=array)", path, optional=True),
+    Rule("data.image_size", "an integer >= 4", int_at_least(4), optional=True),
+    Rule("data.channels", "1 (grey) or 3 (RGB)", lambda v: v in (1, 3), optional=True),
+    Rule("data.val_fraction", "a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
+    Rule("data.test_fraction", "a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
+    Rule("data.on_bad_file", "error or skip", one_of(("error", "skip"))),
+    Rule("data.device_memory_gb", "null or a number >= 0", lambda v: _is_number(v) and v >= 0, optional=True),
     Rule("data.download", "true or false", lambda v: isinstance(v, bool)),
     Rule("data.batch_size", "an integer >= 1", int_at_least(1)),
     Rule("data.eval_batch_size", "an integer >= 1", int_at_least(1)),
@@ -125,11 +142,14 @@ RULES = (
     Rule("model.kl_warmup_epochs", "an integer >= 0", int_at_least(0)),
     Rule("model.free_bits", "a number >= 0", lambda v: _is_number(v) and v >= 0),
     Rule("loss.learn_sigma", "true or false", lambda v: isinstance(v, bool)),
+    Rule("loss.components", "an integer >= 1", int_at_least(1)),
     Rule(
         "model.net.channels",
-        "two integers >= 1, e.g. [32,64]",
-        lambda v: isinstance(v, list) and len(v) == 2 and all(int_at_least(1)(c) for c in v),
+        "auto or a list of integers >= 1, e.g. [32,64,128]",
+        lambda v: v == "auto" or (isinstance(v, list) and bool(v) and all(int_at_least(1)(c) for c in v)),
     ),
+    Rule("model.net.blocks", "an integer >= 0", int_at_least(0)),
+    Rule("model.net.residual_channels", "an integer >= 1", int_at_least(1)),
     Rule("data.drop_last", "true or false", lambda v: isinstance(v, bool)),
     Rule(
         "model.hidden_dims",
@@ -233,8 +253,9 @@ def _show(value: Any) -> str:
 
 
 def _check_split(cfg: DictConfig) -> None:
+    """Split sizes of the MNIST family, known before loading (other sets: checked at setup)."""
     data = cfg.get("data")
-    if not data or "batch_size" not in data:
+    if not data or "batch_size" not in data or data.get("name", "mnist") not in MNIST_FAMILY:
         return
     train = data.get("train_size") or TRAIN_IMAGES - data.get("val_size", 0)
     train = max(1, round(train * data.get("label_fraction", 1.0)))
@@ -254,7 +275,6 @@ MSE_VAE = (
     "loss=mse is not a likelihood, so it has no ELBO; use loss=bce (Bernoulli) or loss=gaussian "
     "(set loss.sigma) for the VAE"
 )
-IMAGE_SHAPE = [1, 28, 28]  # every data set of the MNIST family
 
 
 def _check_model(cfg: DictConfig) -> None:
@@ -268,11 +288,15 @@ def _check_model(cfg: DictConfig) -> None:
     ):
         raise UserError(MSE_VAE)
     shape = _lookup(cfg, "model.image_shape")
-    if shape is not _MISSING and shape is not None and list(shape) != IMAGE_SHAPE:
-        name = _lookup(cfg, "data.name")
-        raise UserError(
-            f"model.image_shape={_show(shape)} does not fit data={name}, whose images are {IMAGE_SHAPE}"
-        )
+    data = cfg.get("data")
+    if shape is not _MISSING and shape is not None and data and "name" in data:
+        from aevae.data.shapes import shape_of
+
+        if list(shape) != (expected := shape_of(data)):
+            raise UserError(
+                f"model.image_shape={_show(shape)} does not fit data={data.name}, whose images are "
+                f"{_show(expected)}; leave model.image_shape to the data (image_shape: ${{image_shape}})"
+            )
 
 
 def _check_devices(cfg: DictConfig) -> None:

@@ -3,6 +3,7 @@
 from aevae.callbacks.histograms import LatentHistograms, LearningRateMonitor
 from aevae.callbacks.hparams import HParams
 from aevae.callbacks.media import Interpolations, PriorSamples, Reconstructions
+from aevae.callbacks.progress import StepProgressBar
 from aevae.callbacks.projector import LatentProjector
 from aevae.callbacks.timer import EpochTimer
 
@@ -15,4 +16,5 @@ __all__ = [
     "LearningRateMonitor",
     "PriorSamples",
     "Reconstructions",
+    "StepProgressBar",
 ]

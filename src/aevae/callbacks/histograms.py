@@ -127,8 +127,8 @@ class LearningRateMonitor(LightningLearningRateMonitor):
         super().__init__(logging_interval="epoch", **kwargs)
         self.every_n_epochs = positive_int(f"callbacks.{self.name}.every_n_epochs", every_n_epochs)
 
-    def skips(self, trainer: L.Trainer) -> bool:
-        return not trainer.loggers
+    def reaches(self, logger: Any) -> bool:
+        return True  # Lightning's monitor logs to every logger
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         announce_skips(trainer)

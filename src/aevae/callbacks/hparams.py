@@ -1,4 +1,5 @@
-"""The run's hyper-parameters for TensorBoard's HParams dashboard, one table row per run of a sweep."""
+"""The run's hyper-parameters for every logger: TensorBoard's HParams dashboard (one table row per run
+of a sweep), MLflow's params, W&B's config, the CSV logger's hparams.yaml."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 import lightning as L
 
+from aevae.callbacks import trackers
 from aevae.callbacks.tensorboard import TensorBoardCallback
 from aevae.models import Autoencoder
 
@@ -29,14 +31,17 @@ def run_hparams(trainer: L.Trainer, pl_module: Autoencoder) -> dict[str, Any]:
 
 
 class HParams(TensorBoardCallback):
-    """Registers the run as an HParams session: its hyper-parameters (`run_hparams`) at the
-    start of training, its success at the end of fit.
+    """The run's hyper-parameters (`run_hparams`) at the start of training: to every logger
+    through Lightning's `log_hyperparams`, except TensorBoard, where the run becomes an HParams
+    session (its hyper-parameters at the start, its success at the end of fit).
 
-    The dashboard's metric columns are the scalars of the session's run, read when it is
-    viewed, so the final `test/*` metrics that `aevae-train` logs after fitting land in the
-    same row. No experiment summary is written: TensorBoard would take the first run's as
-    the whole table's, and in an `-m model=ae,vae` sweep an AE run's summary has no beta and
-    no ELBO columns. Without one, TensorBoard builds the table from all runs' sessions.
+    The final `test/*` metrics reach every logger as metrics. The TensorBoard dashboard's metric
+    columns are the scalars of the session's run, read when it is viewed, so the final `test/*`
+    metrics that `aevae-train` logs after fitting land in the same row. No experiment summary is
+    written (which is why Lightning's `log_hyperparams` is not used for TensorBoard): TensorBoard
+    would take the first run's as the whole table's, and in an `-m model=ae,vae` sweep an AE
+    run's summary has no beta and no ELBO columns. Without one, TensorBoard builds the table
+    from all runs' sessions.
     """
 
     name = "hparams"
@@ -45,12 +50,17 @@ class HParams(TensorBoardCallback):
         super().__init__(every_n_epochs=None)
         self._summaries: tuple[Any, Any] | None = None
 
+    def reaches(self, logger: Any) -> bool:
+        return True
+
     def on_train_start(self, trainer: L.Trainer, pl_module: Autoencoder) -> None:
         from torch.utils.tensorboard.summary import hparams
 
+        params = run_hparams(trainer, pl_module)
+        trackers.log_hparams(trainer, params)
         if (writer := self.writer(trainer)) is None:
             return
-        _, start, end = hparams(run_hparams(trainer, pl_module), {})
+        _, start, end = hparams(params, {})
         writer._get_file_writer().add_summary(start, trainer.global_step)
         self._summaries = (start, end)
 

@@ -13,14 +13,12 @@ from aevae.callbacks.tensorboard import (
     pick_images,
     positive_int,
 )
-from aevae.data import DATASETS
 from aevae.models import Autoencoder
 
 
 def class_names(datamodule: object) -> list[str] | None:
-    """The data set's class names by label (torchvision's), if it is one of the known ones."""
-    dataset = DATASETS.get(getattr(datamodule, "name", None))
-    return list(dataset.classes) if dataset is not None else None
+    """The data set's class names by label (torchvision's, a folder's sub-folders), if it has them."""
+    return getattr(datamodule, "classes", None)
 
 
 class LatentProjector(TensorBoardCallback):
@@ -58,7 +56,8 @@ class LatentProjector(TensorBoardCallback):
         names = class_names(trainer.datamodule)
         labels = labels.tolist()
         if names is not None:
-            metadata, header = [[label, names[label]] for label in labels], ["label", "class"]
+            metadata = [[label, names[label] if label >= 0 else "-"] for label in labels]
+            header = ["label", "class"]
         else:
             metadata, header = labels, None
         writer.add_embedding(

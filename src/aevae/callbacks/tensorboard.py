@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
+from aevae.callbacks import trackers
 from aevae.config import UserError
 from aevae.data import to_float
 
@@ -35,14 +36,29 @@ def tensorboard_logger(trainer: L.Trainer) -> TensorBoardLogger | None:
 
 
 def announce_skips(trainer: L.Trainer) -> None:
-    """Log one info line naming every callback that cannot write in this run (and why)."""
+    """Log one info line naming every callback that cannot write to some logger of this run: those
+    that reach none of them are skipped; those that reach only some (the TensorBoard-only pieces
+    beside MLflow, the images beside a CSV file) skip the others."""
     if trainer in _announced or not trainer.is_global_zero:
         return
     _announced.add(trainer)
-    skipped = [cb.name for cb in trainer.callbacks if getattr(cb, "skips", None) and cb.skips(trainer)]
+    loggers = trainer.loggers
+    skipped: list[str] = []
+    partial: dict[tuple[str, ...], list[str]] = {}  # the loggers missed -> the callbacks missing them
+    for callback in trainer.callbacks:
+        if (reaches := getattr(callback, "reaches", None)) is None:
+            continue
+        unreached = tuple(type(lg).__name__ for lg in loggers if not reaches(lg))
+        if len(unreached) == len(loggers):
+            skipped.append(callback.name)
+        elif unreached:
+            partial.setdefault(unreached, []).append(callback.name)
+    parts = [f"callbacks {', '.join(names)} skip {', '.join(missed)}" for missed, names in partial.items()]
     if skipped:
-        loggers = ", ".join(type(lg).__name__ for lg in trainer.loggers) or "none"
-        log.info("no TensorBoard logger (loggers: %s): callbacks %s skipped", loggers, ", ".join(skipped))
+        names = ", ".join(type(lg).__name__ for lg in loggers) or "none"
+        parts.insert(0, f"callbacks {', '.join(skipped)} skipped: no logger takes them (loggers: {names})")
+    if parts:
+        log.info("; ".join(parts))
 
 
 def positive_int(key: str, value: Any, optional: bool = False) -> int | None:
@@ -79,21 +95,24 @@ def pick_images(
     return to_float(images[index]).to(device), labels[index].to(device)
 
 
-def add_grayscale_image(writer: Any, tag: str, grid: Tensor, step: int) -> None:
-    """Log channel 0 of `grid [C, H, W]` (values in [0, 1]) as a one-channel PNG.
+def add_png_image(writer: Any, tag: str, pixels: Tensor, step: int) -> None:
+    """Log uint8 `pixels`, `[H, W]` (gray) or `[H, W, 3]` (RGB), as a PNG of that many channels.
 
-    The grids are gray; `SummaryWriter.add_image` would expand them to RGB through float
-    copies and encode that at a slow compression level: several times the time of this.
+    `SummaryWriter.add_image` would expand a gray grid to RGB through float copies and encode
+    that at a slow compression level: several times the time of this.
     """
     from PIL import Image
     from tensorboard.compat.proto.summary_pb2 import Summary
 
-    pixels = grid[0].clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
+    pixels = pixels.numpy()
     with io.BytesIO() as png:
-        Image.fromarray(pixels, mode="L").save(png, format="PNG", compress_level=1)
+        Image.fromarray(pixels, mode="L" if pixels.ndim == 2 else "RGB").save(
+            png, format="PNG", compress_level=1
+        )
         encoded = png.getvalue()
-    height, width = pixels.shape
-    image = Summary.Image(height=height, width=width, colorspace=1, encoded_image_string=encoded)
+    height, width = pixels.shape[:2]
+    channels = 1 if pixels.ndim == 2 else 3
+    image = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=encoded)
     writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
@@ -110,10 +129,11 @@ def evaluating(module: torch.nn.Module) -> Iterator[None]:
 
 
 class TensorBoardCallback(L.Callback):
-    """Base: writes to the run's TensorBoard logger, on rank zero, every `every_n_epochs` epochs.
+    """Base: writes on rank zero, every `every_n_epochs` epochs, to the loggers it `reaches`
+    (here TensorBoard's, through its SummaryWriter).
 
-    Without a TensorBoard logger (`logger=csv`, `logger=none`) it does nothing; one info
-    line per run names all callbacks that skip, rather than a warning per callback.
+    Where no logger of the run is one it reaches, it does nothing; one info line per run
+    names all callbacks that skip, rather than a warning per callback.
     """
 
     #: The callback's key in the `callbacks` config group, used in messages.
@@ -124,8 +144,9 @@ class TensorBoardCallback(L.Callback):
             f"callbacks.{self.name}.every_n_epochs", every_n_epochs, optional=True
         )
 
-    def skips(self, trainer: L.Trainer) -> bool:
-        return tensorboard_logger(trainer) is None
+    def reaches(self, logger: Any) -> bool:
+        """Whether this callback writes to `logger`."""
+        return trackers.is_tensorboard(logger)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         announce_skips(trainer)
@@ -141,17 +162,23 @@ class TensorBoardCallback(L.Callback):
 
 
 class ImageCallback(TensorBoardCallback):
-    """One image grid per due epoch under `tag`, rendered after the epoch's validation."""
+    """One image grid per due epoch under `tag`, rendered after the epoch's validation, sent to
+    every logger that shows images (TensorBoard, MLflow, W&B: `aevae.callbacks.trackers`)."""
 
     tag = "media/image"
+
+    def reaches(self, logger: Any) -> bool:
+        return trackers.takes_images(logger)
 
     def render(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Tensor:
         """The grid to log, `[C, H, W]` in [0, 1], gray (channel 0 is logged); runs in eval mode, no grad."""
         raise NotImplementedError
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self.due(trainer) or (writer := self.writer(trainer)) is None:
+        if not self.due(trainer) or not trainer.is_global_zero:
+            return
+        if not any(trackers.takes_images(logger) for logger in trainer.loggers):
             return
         with evaluating(pl_module):
             grid = self.render(trainer, pl_module)
-        add_grayscale_image(writer, self.tag, grid, trainer.global_step)
+        trackers.log_image(trainer, self.tag, grid, trainer.global_step)

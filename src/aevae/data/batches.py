@@ -66,6 +66,7 @@ class TensorBatches:
         progress: Callable[[], int] | None = None,
         binarize_seed: int | None = None,
         corrupt: Callable[..., torch.Tensor] | None = None,
+        device: torch.device | None = None,
     ) -> None:
         if images.dtype != torch.uint8:
             raise TypeError(f"TensorBatches expects uint8 images, got {images.dtype}")
@@ -76,6 +77,8 @@ class TensorBatches:
         self.progress = progress  # items the trainer has finished this epoch, for state_dict
         self.binarize_seed = binarize_seed  # set: pixels resampled as Bernoulli draws each time
         self.corrupt = corrupt
+        #: Where batches are delivered; images elsewhere (pinned host memory) are copied per chunk.
+        self.device = images.device if device is None else torch.device(device)
         self._resume: tuple[int, int] | None = None
 
     @property
@@ -106,13 +109,17 @@ class TensorBatches:
         order = None
         if not isinstance(self.sampler, SequentialSampler):  # sequential: slices are views, no gather
             order = torch.tensor(list(self.sampler), dtype=torch.long).to(self.images.device)
+        streams = self.images.device != self.device  # labels live on self.device, images on the host
         stop = min(self.num_batches * self.batch_size, self.num_samples)
         span = self.batch_size * self.steps_per_chunk
         for start in range(skip * span, stop, span):
             where = slice(start, min(start + span, stop))
             if order is not None:
                 where = order[where]
-            x, y = to_float(self.images[where]), self.labels[where]
+            x, y = self.images[where], self.labels[where]
+            if streams:  # gathered on the host, copied from pinned memory while the device still works
+                x = x.pin_memory().to(self.device, non_blocking=True)
+            x = to_float(x)
             if self.binarize_seed is not None:
                 x = binarize(x, (self.binarize_seed, getattr(self.sampler, "epoch", 0), start))
             batches = list(zip(x.split(self.batch_size), y.split(self.batch_size), strict=True))

@@ -1,4 +1,4 @@
-"""Digit-likeness of generated images, scored by a classifier trained once per data set and cached.
+"""Sample quality scored by a judge: a classifier trained once per data set and image size, cached.
 
 A proxy, not FID: it asks only whether a classifier trained on real images
 sees a confident member of some class in a sample (`digit_likeness`, the mean
@@ -10,54 +10,60 @@ the first; a generator stuck on a few digits scores low on the second.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
+import hashlib
+import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from aevae.config import UserError
+from aevae.config import UserError, quote_paths
+from aevae.data.cache import locked, user_cache
+from aevae.data.shapes import MNIST_FAMILY, image_shape, num_classes
 from aevae.models import Classifier, load_checkpoint, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
 
-def cache_dir() -> Path:
-    """`$AEVAE_CACHE`, else `~/.cache/aevae`."""
-    return Path(os.environ.get("AEVAE_CACHE") or Path.home() / ".cache" / "aevae").expanduser()
+def judge_dir(data: dict[str, Any], epochs: int) -> Path:
+    """Where the judge of these data is cached: one per data set, image size and training length
+    (an image folder's or an array's by its path too)."""
+    name = data.get("name", "mnist")
+    if name in MNIST_FAMILY:  # the name judges of these have always had
+        return user_cache() / "judge" / f"{name}-{epochs}epochs"
+    identity = {key: data.get(key) for key in JUDGE_KEYS}
+    identity["path"] = str(Path(str(identity["path"])).expanduser().resolve()) if identity["path"] else None
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+    shape = "x".join(
+        map(str, image_shape(name, data.get("image_size"), data.get("channels"), data.get("path")))
+    )
+    return user_cache() / "judge" / f"{name}-{shape}-{digest}-{epochs}epochs"
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One process at a time (evaluations run side by side train the judge once)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+#: The data settings a judge is trained for: the same images, seen the same way.
+JUDGE_KEYS = ("name", "root", "path", "image_size", "channels", "split_seed", "val_size")
 
 
-def digit_judge(data_name: str, data_root: str, epochs: int, device: torch.device) -> tuple[Classifier, Path]:
-    """The cached judge of `data_name` (trained with `experiment=digit_judge` for `epochs` on
-    first use), and its run dir (its metrics.json holds its test accuracy)."""
-    run_dir = cache_dir() / "judge" / f"{data_name}-{epochs}epochs"
-    with _locked(run_dir.with_suffix(".lock")):
+def digit_judge(data: dict[str, Any], epochs: int, device: torch.device) -> tuple[Classifier, Path]:
+    """The cached judge of the data a model was trained on (`data`: its data config), trained
+    with `experiment=digit_judge` for `epochs` on first use, and its run dir (its metrics.json
+    holds its test accuracy). Unlabelled data have no judge: a UserError says so."""
+    if num_classes(data) < 2:
+        raise UserError(f"data={data.get('name')} has no class labels to train a judge on")
+    run_dir = judge_dir(data, epochs)
+    with locked(run_dir.with_suffix(".lock")):  # evaluations side by side train the judge once
         if (run_dir / "metrics.json").is_file():
             try:
                 return _load(run_dir, device), run_dir
             except RuntimeError as err:  # cached by an older aevae whose Classifier was different
                 log.warning("retraining the cached digit judge in %s: %s", run_dir, str(err).splitlines()[0])
                 shutil.rmtree(run_dir)
-        _train(run_dir, data_name, data_root, epochs)
+        _train(run_dir, data, epochs)
         return _load(run_dir, device), run_dir
 
 
@@ -65,14 +71,15 @@ def _load(run_dir: Path, device: torch.device) -> Classifier:
     return load_checkpoint(resolve_checkpoint(run_dir), map_location=device, expect=Classifier)
 
 
-def _train(run_dir: Path, data_name: str, data_root: str, epochs: int) -> None:
+def _train(run_dir: Path, data: dict[str, Any], epochs: int) -> None:
+    settings = [f"data.{key}={data[key]}" for key in JUDGE_KEYS[1:] if data.get(key) is not None]
     command = [
         sys.executable,
         "-m",
         "aevae.train",
         "experiment=digit_judge",
-        f"data.name={data_name}",
-        f"data.root={data_root}",
+        f"data={data.get('name', 'mnist')}",
+        *quote_paths(settings),
         f"trainer.max_epochs={epochs}",
         "callbacks.progress_bar.refresh_rate=0",
         f"hydra.run.dir={run_dir}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
-from aevae.losses import bernoulli_nll, pixel_mse
+from aevae.losses import pixel_mse
 from aevae.models import Autoencoder
 
 
@@ -24,6 +24,6 @@ def decoding_quality(
         logits = model.decode(z)
         mean = model.likelihood.mean(logits)
         totals["mse"] += pixel_mse(mean, x).sum().item()
-        totals["bce"] += bernoulli_nll(logits, x).sum().item()
+        totals["bce"] += model.likelihood.bce(logits, x).sum().item()
         totals["psnr"] += per_image_psnr(mean, x).sum().item()
     return {name: total / len(codes) for name, total in totals.items()}

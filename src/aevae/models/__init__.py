@@ -6,7 +6,7 @@ from aevae.models.checkpoint import load_checkpoint, resolve_checkpoint
 from aevae.models.classifier import Classifier
 from aevae.models.iwae import IWAE
 from aevae.models.module import Model
-from aevae.models.nets import MLP, Conv
+from aevae.models.nets import MLP, Conv, ResNet
 from aevae.models.vae import VAE
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "Classifier",
     "Conv",
     "Model",
+    "ResNet",
     "load_checkpoint",
     "resolve_checkpoint",
 ]

@@ -15,7 +15,7 @@ import torch
 import torchmetrics
 from torch import Tensor, nn
 
-from aevae.losses import ReconstructionLoss, bernoulli_nll, pixel_mse
+from aevae.losses import ReconstructionLoss, bits_per_dim, pixel_mse
 from aevae.metrics import ActiveUnits
 from aevae.models.module import Model
 
@@ -31,8 +31,8 @@ class Autoencoder(Model):
 
     Args:
         latent_dim: size of the code z.
-        net: factory taking `image_shape` and `hidden_dims` (e.g. `nets.MLP`),
-            whose `.encoder(n)`/`.decoder(latent_dim)` build the two halves.
+        net: factory taking `image_shape` and `hidden_dims` (e.g. `nets.MLP`), whose
+            `.encoder(n)`/`.decoder(latent_dim, out_channels)` build the two halves.
         likelihood: a :mod:`aevae.losses` module (the `loss` config group).
         optimizer: partial optimizer, called with the parameters and `lr`.
         scheduler: partial LR scheduler, called with the optimizer, stepped once per epoch.
@@ -56,6 +56,8 @@ class Autoencoder(Model):
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
     ) -> None:
         metrics = dict.fromkeys((*self.term_names, "mse", "bce"), torchmetrics.MeanMetric)
+        if "neg_elbo" in self.term_names:  # a likelihood model: its NLL bound in bits/dim too
+            metrics["bits_per_dim"] = torchmetrics.MeanMetric
         metrics["active_units"] = lambda: ActiveUnits(int(latent_dim))
         super().__init__(optimizer, lr, metrics, scheduler)
         self.save_hyperparameters(ignore=["net", "likelihood", "optimizer", "scheduler"], logger=False)
@@ -63,7 +65,8 @@ class Autoencoder(Model):
         self.image_shape = tuple(int(d) for d in image_shape)
         nets = net(image_shape=self.image_shape, hidden_dims=hidden_dims)
         self.encoder: nn.Module = nets.encoder(self.latent_dim * self.code_factor)
-        self.decoder: nn.Module = nets.decoder(self.latent_dim)
+        # as many maps per pixel as the likelihood has parameters (the logistic's mean and scale)
+        self.decoder: nn.Module = nets.decoder(self.latent_dim, likelihood.out_channels(self.image_shape[0]))
         self.likelihood = likelihood
 
     # -- the model, per subclass ---------------------------------------------------
@@ -95,6 +98,8 @@ class Autoencoder(Model):
         logits = self.decode(code)
         values = self.terms(*args)
         values["mse"] = pixel_mse(self.likelihood.mean(logits), target)
-        values["bce"] = bernoulli_nll(logits, target)
+        values["bce"] = self.likelihood.bce(logits, target)
+        if "neg_elbo" in values:
+            values["bits_per_dim"] = bits_per_dim(values["neg_elbo"], self.image_shape)
         values["active_units"] = code
         return values

@@ -15,6 +15,8 @@ from aevae.models.base import Autoencoder
 def resolve_checkpoint(path: str | Path, key: str = "ckpt") -> Path:
     """`path` itself, or for a run dir its best checkpoint (by val/loss), else its last one."""
     path = Path(path)
+    if not path.exists() and key == "run_dir":
+        raise UserError(f"run_dir={path} does not exist; give the folder of an aevae-train run")
     if not path.is_dir():
         return path
     folder = path / "checkpoints"
@@ -44,11 +46,14 @@ def load_checkpoint(
     map_location: str | torch.device = "cpu",
     key: str = "checkpoint",
     expect: type[torch.nn.Module] = Autoencoder,
+    overrides: dict[str, Any] | None = None,
+    strict: bool = True,
 ) -> Any:
     """The model saved in `path`, in eval mode; a UserError unless it is an `expect`.
 
     Checkpoints hold the run's config as plain containers, so they load with
-    `torch.load(weights_only=True)`: nothing in them is executed.
+    `torch.load(weights_only=True)`: nothing in them is executed. `overrides` replace
+    arguments of the model's constructor (keys of its `model` config, e.g. `beta`).
     """
     from hydra.utils import get_class, instantiate
 
@@ -60,8 +65,9 @@ def load_checkpoint(
         )
     target = config["model"]["_target_"]
     if not issubclass(get_class(target), expect):
-        raise UserError(f"{key}={path} holds a {target.rsplit('.', 1)[-1]}, not an {expect.__name__}")
-    model = instantiate(config["model"], _convert_="all")
-    model.load_state_dict(checkpoint["state_dict"])
+        held = target.rsplit(".", 1)[-1]
+        raise UserError(f"{key}={path} holds a model of class {held}, not of class {expect.__name__}")
+    model = instantiate({**config["model"], **(overrides or {})}, _convert_="all")
+    model.load_state_dict(checkpoint["state_dict"], strict=strict)
     model.run_config = config
     return model.to(map_location).eval()

@@ -70,6 +70,11 @@ class Classifier(Model):
         num_classes: int = 10,
         pretrained: str | None = None,
     ) -> None:
+        if int(num_classes) < 2:
+            raise UserError(
+                f"model=classifier needs labelled images of at least 2 classes, and the data have "
+                f"{num_classes}; an image folder's classes are its sub-folders"
+            )
         metrics = {
             "loss": torchmetrics.MeanMetric,
             "accuracy": lambda: torchmetrics.Accuracy("multiclass", num_classes=num_classes),

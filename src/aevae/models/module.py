@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -76,6 +77,38 @@ class Model(ChunkedTraining):
 
     def on_test_epoch_end(self) -> None:
         self._log_eval("test")
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Path,
+        map_location: str | torch.device | None = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """The model of an aevae checkpoint, in eval mode, rebuilt from the run config it holds.
+
+        Lightning's own version rebuilds from `hparams`, which leave out the networks, the
+        likelihood and the optimizer (config objects, not values); the run config has them all.
+        `kwargs` replace constructor arguments, as in Lightning (e.g. `beta=4`). A checkpoint of
+        another model class is refused with one line. The file is always read with
+        `weights_only=True` (nothing in it runs), so `weights_only` changes nothing.
+        """
+        from aevae.config import UserError
+        from aevae.models.checkpoint import load_checkpoint
+
+        if hparams_file is not None:
+            raise UserError("hparams_file is not used: an aevae checkpoint holds its whole config")
+
+        return load_checkpoint(
+            checkpoint_path,
+            map_location=map_location or "cpu",
+            expect=cls,
+            overrides=kwargs,
+            strict=True if strict is None else strict,
+        )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)

@@ -1,0 +1,145 @@
+"""The Python API: train, load and use models from a script or a notebook.
+
+    import aevae
+    metrics, run_dir = aevae.train(["model=vae", "latent_dim=8"])
+    model = aevae.load(run_dir)
+    images, labels = aevae.images(model, "test")
+    codes = aevae.encode(model, images)
+
+Images are float tensors `[N, C, H, W]` in [0, 1]; codes are `[N, latent_dim]`.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+
+class Trained(NamedTuple):
+    """What `train` returns: `metrics, run_dir = aevae.train(...)`."""
+
+    metrics: dict[str, float]  # as in the run dir's metrics.json
+    run_dir: Path
+
+
+def train(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> Trained:
+    """Train one run as `aevae-train *overrides` would, in this process.
+
+    The run writes to `output_dir`, by default where the command would (outputs/runs/<date>/<time>
+    below the working directory, or `hydra.run.dir=...`; `-1`, `-2`, ... appended when a run of
+    the same second has it), then tests its best checkpoint. A
+    mistake in the overrides raises `aevae.config.UserError`; a failed run leaves `error.txt` in
+    its run dir, as the command does.
+    """
+    from aevae.config import compose_config, quote_paths, user_error
+    from aevae.train import own_distributed_setup, own_tracker_runs, write_error
+    from aevae.train import train as fit
+
+    cfg = compose_config(quote_paths(list(overrides)), output_dir=output_dir)
+    run_dir = Path(cfg.paths.output_dir)
+    if output_dir is None:  # two calls within a second would share <date>/<time>
+        run_dir = _unused(run_dir)
+        cfg.paths.output_dir = str(run_dir)
+    try:
+        with own_distributed_setup(), own_tracker_runs():
+            metrics = fit(cfg)
+    except Exception as err:
+        write_error(run_dir, user_error(err) or traceback.format_exc())
+        raise
+    return Trained(metrics, run_dir)
+
+
+def _unused(path: Path) -> Path:
+    """`path`, or `path-1`, `path-2`, ... : the first that does not exist yet."""
+    candidate, n = path, 0
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> Any:
+    """The model of a run dir (its best checkpoint, else its last) or of a checkpoint file, on
+    `device` ("cpu", "cuda", "auto": a GPU when there is one), in eval mode.
+
+    `model.run_config` holds the run's resolved config (a dict), `model.image_shape` the
+    (C, H, W) of its data and `model.latent_dim` the size of its code.
+    """
+    from aevae.loading import pick_device
+    from aevae.models import Model, load_checkpoint, resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(path, key="path")
+    return load_checkpoint(checkpoint, map_location=pick_device(str(device)), key="path", expect=Model)
+
+
+def images(model: Any, split: str = "test", **data: Any) -> tuple[Tensor, Tensor]:
+    """A split ("train", "val", "test") of the data `model` was trained on, as floats in [0, 1]
+    on the model's device, and its labels. `data` sets keys of the run's `data` config on top,
+    e.g. `root="/data"` or `noise="gaussian"` (the inputs are then the corrupted images)."""
+    from aevae.config import UserError
+    from aevae.data import to_float
+    from aevae.loading import datamodule_of
+
+    datamodule = datamodule_of(model, data, model.device)
+    if split not in datamodule.splits:
+        raise UserError(f"split={split!r} is not one of {sorted(datamodule.splits)}")
+    x, labels = datamodule.splits[split]
+    return to_float(x), labels
+
+
+@torch.no_grad()
+def encode(model: Any, x: Tensor, batch_size: int = 1000) -> Tensor:
+    """Deterministic codes `[N, latent_dim]` of images `x` (the VAE's posterior means)."""
+    from aevae.callbacks.latents import encode_all
+
+    return encode_all(model, x, batch_size)
+
+
+@torch.no_grad()
+def decode(model: Any, z: Tensor, batch_size: int = 1000) -> Tensor:
+    """The images `[N, C, H, W]` (pixel means in [0, 1]) that the decoder gives codes `z`."""
+    from aevae.callbacks.media import decoded_images
+
+    return torch.cat([decoded_images(model, part) for part in z.split(batch_size)])
+
+
+@torch.no_grad()
+def reconstruct(model: Any, x: Tensor, batch_size: int = 1000) -> Tensor:
+    """The mean reconstructions of images `x`: decode(encode(x))."""
+    return torch.cat([model(part) for part in x.split(batch_size)])
+
+
+@torch.no_grad()
+def sample(model: Any, num: int, seed: int = 0, fit: Tensor | None = None) -> Tensor:
+    """`num` new images, decoded from seeded standard-normal draws: the prior's for a VAE; an AE
+    has none, so from a Gaussian fitted to the codes of `fit` (default: its training images)."""
+    from aevae.callbacks.latents import prior_codes
+
+    generator = torch.Generator(model.device).manual_seed(seed)
+    noise = torch.randn(num, model.latent_dim, generator=generator, device=model.device)
+
+    def fit_codes() -> Tensor:
+        return encode(model, fit if fit is not None else images(model, "train")[0])
+
+    return decode(model, prior_codes(model, noise, fit_codes))
+
+
+@torch.no_grad()
+def interpolate(model: Any, start: Tensor, end: Tensor, steps: int = 10, mode: str = "slerp") -> Tensor:
+    """Decodings of `steps` points (both ends included) on the path between the codes of `start`
+    and `end`: `[steps, C, H, W]` for two images, `[P, steps, C, H, W]` for two batches of P.
+    `mode`: "slerp" (spherical, the default) or "lerp" (a straight line)."""
+    from aevae.callbacks.latents import INTERPOLATIONS
+    from aevae.callbacks.media import decoded_paths
+    from aevae.config import UserError
+
+    if mode not in INTERPOLATIONS:
+        raise UserError(f"mode={mode!r} is not one of {sorted(INTERPOLATIONS)}")
+    single = start.dim() == len(model.image_shape)
+    paths = decoded_paths(model, start[None] if single else start, end[None] if single else end, steps, mode)
+    return paths[0] if single else paths
