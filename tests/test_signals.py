@@ -167,11 +167,16 @@ FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_
 
 def job_state(job: str) -> dict[str, str]:
     """The job's fields in `scontrol show job` (JobState '' while Slurm does not answer). Slurm
-    holds a requeued job for two minutes before it may start again; here it starts at once."""
+    holds a requeued job for two minutes before it may start again; here it starts as soon as
+    the node has finished the job's earlier start (a job started on a completing node fails)."""
     proc = subprocess.run(["scontrol", "-o", "show", "job", job], **{**TEXT, "check": False})
     fields = dict(field.split("=", 1) for field in proc.stdout.split() if "=" in field)
     if fields.get("JobState") == "PENDING" and fields.get("Reason") == "BeginTime":
-        subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], **{**TEXT, "check": False})
+        node = subprocess.run(["sinfo", "-h", "-n", "localhost", "-o", "%T"], **{**TEXT, "check": False})
+        if node.stdout.strip() and "comp" not in node.stdout:
+            subprocess.run(
+                ["scontrol", "update", f"jobid={job}", "StartTime=now"], **{**TEXT, "check": False}
+            )
     return {"JobState": "", **fields}
 
 

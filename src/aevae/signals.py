@@ -205,9 +205,9 @@ def slurm_job_id() -> str | None:
 
 def _marker(job_id: str) -> Path:
     """Where a requeued job finds the run dir of its earlier start."""
-    from aevae.evaluation.judge import cache_dir
+    from aevae.data.cache import user_cache
 
-    return cache_dir() / "slurm-requeued" / job_id
+    return user_cache() / "slurm-requeued" / job_id
 
 
 def requeue(stop: Stopped, run_dir: Path) -> str | None:
