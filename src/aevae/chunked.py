@@ -19,7 +19,7 @@ import logging
 import math
 import random
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -121,6 +121,10 @@ class ChunkedTraining(L.LightningModule):
         #: Capture each training step as a CUDA graph where that is possible (aevae.graphs).
         self.cuda_graph = True
         self._graph: StepGraph | bool | None = None  # False: eager steps, decided at the first step
+        #: The stop signal received, 0 if none (`aevae.signals.StopOnSignal.requested`).
+        self.stop_requested: Callable[[], int] = _never
+        self._steps_into_chunk = 0  # steps of the current chunk done when a signal stopped training
+        self._resume_inside_chunk = 0  # ... and those to skip of the first chunk after resuming there
 
     def terms(self, x: Tensor) -> dict[str, Tensor]:
         """Per-image loss terms `[B]`, keyed by `term_names`."""
@@ -132,6 +136,8 @@ class ChunkedTraining(L.LightningModule):
 
     def training_step(self, chunk: list[Sequence[Tensor]] | Sequence[Tensor], chunk_idx: int) -> None:
         batches = chunk if isinstance(chunk, list) else [chunk]
+        skipped, self._resume_inside_chunk = self._resume_inside_chunk, 0  # a run stopped inside this chunk
+        batches = batches[skipped:]
         if self.trainer.max_steps >= 0:  # stop exactly at max_steps, also inside a chunk
             batches = batches[: max(self.trainer.max_steps - self.global_step, 0)]
         self._check_finite()  # the previous chunk's losses: the device has finished it by now
@@ -142,21 +148,38 @@ class ChunkedTraining(L.LightningModule):
             values = baked_values(optimizer, values)  # schedulers and hooks change them between chunks
         losses = []
         for batch in batches:
+            if not self._distributed and self.stop_requested():  # a Python flag: no device sync
+                break
             if values is None:
                 loss, terms = self._step(batch, optimizer)
             else:
                 loss, terms = graph(batch, values)  # type: ignore[misc]
             losses.append(loss)
             self._running.add(terms)
+        stop = 0 if self._distributed else self.stop_requested()
         if losses:
             self._unchecked = (torch.stack(losses), self.global_step)
             ends = self.trainer.max_steps >= 0 and self.global_step + len(losses) >= self.trainer.max_steps
-            if self._distributed or ends or chunk_idx + 1 >= self.trainer.num_training_batches:
-                self._check_finite()  # before epoch-end callbacks read the weights; all ranks at once
-        self._count_optimizer_steps(len(batches))
+            if self._distributed:  # NaNs and stop requests: one all-reduce a chunk, agreed by all ranks
+                stop = self._check_finite(stop=self.stop_requested())
+            elif ends or chunk_idx + 1 >= self.trainer.num_training_batches:
+                self._check_finite()  # before epoch-end callbacks read the weights
+        self._count_optimizer_steps(len(losses))
+        if stop:
+            self._stop_inside_chunk(stop, skipped + len(losses))
         every = self.trainer.log_every_n_steps
         if every > 0 and self.global_step % every == 0:
             self._log_train_interval()
+
+    def _stop_inside_chunk(self, signum: int, steps_done: int) -> None:
+        """Stop after `steps_done` steps of this chunk. The checkpoint (`StopOnSignal.on_exception`)
+        is taken before Lightning counts the chunk as processed, so a resumed run starts this chunk
+        again, skipping the steps done (`aevae_steps_into_chunk`): the same batches, binarization
+        and noise as an uninterrupted run, which are drawn per chunk."""
+        from aevae.signals import Stopped
+
+        self._steps_into_chunk = steps_done
+        raise Stopped(signum, self.global_step)
 
     def _step(self, batch: Sequence[Tensor], optimizer: torch.optim.Optimizer) -> tuple[Tensor, Tensor]:
         """One optimizer update on one batch: its mean loss and per-image terms `[n_terms, B]`."""
@@ -218,26 +241,31 @@ class ChunkedTraining(L.LightningModule):
             grad.copy_(averaged.view_as(grad))
 
     # -- guards and state a resumed run needs ------------------------------------------
-    def _check_finite(self) -> None:
+    def _check_finite(self, stop: int = 0) -> int:
         """Stop at a NaN/Inf loss before anything saves the damaged weights.
 
         Reading the losses waits for the device. Done at the next chunk's start (or before a
         checkpoint, a validation, the epoch's end), the device has long finished them, and the
         host never holds up a GPU between chunks; under DDP every chunk is checked at its end.
         """
-        if self._unchecked is not None:
-            losses, first_step = self._unchecked
-            self._unchecked = None
-            self._stop_if_not_finite(losses, first_step)
+        if self._unchecked is None:
+            return stop
+        losses, first_step = self._unchecked
+        self._unchecked = None
+        return self._stop_if_not_finite(losses, first_step, stop)
 
-    def _stop_if_not_finite(self, losses: Tensor, first_step: int) -> None:
+    def _stop_if_not_finite(self, losses: Tensor, first_step: int, stop: int = 0) -> int:
+        """Raise on a non-finite loss; under DDP also agree on `stop` (a signal number, 0: none),
+        returned as the largest any rank asked for."""
         finite = torch.isfinite(losses).all()
         if self.trainer.world_size > 1:  # every rank stops together, or none does
-            flag = finite.to(torch.int32)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-            finite = flag.bool()
-        if bool(finite):
-            return
+            flags = torch.stack([(~finite).to(torch.int64), torch.tensor(stop, device=finite.device)])
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+            nonfinite, stop = flags.tolist()  # the chunk's one host read
+            if not nonfinite:
+                return stop
+        elif bool(finite):
+            return stop
         bad = (~torch.isfinite(losses)).nonzero()
         first = int(bad[0]) if len(bad) else 0  # another rank's loss may be the bad one
         raise NonFiniteLossError(
@@ -249,6 +277,7 @@ class ChunkedTraining(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._check_finite()
         checkpoint["aevae_train_terms"] = self._running.state_dict()
+        checkpoint["aevae_steps_into_chunk"] = self._steps_into_chunk
         if isinstance(self._graph, StepGraph):
             self._graph.as_configured(checkpoint.get("optimizer_states", []))
         checkpoint["aevae_rng"] = {"torch": torch.get_rng_state(), "python": random.getstate()}
@@ -259,6 +288,7 @@ class ChunkedTraining(L.LightningModule):
         if "aevae_train_terms" in checkpoint:
             self._running.load_state_dict(checkpoint["aevae_train_terms"])
         self._rng_to_restore = checkpoint.get("aevae_rng")  # applied when training restarts
+        self._resume_inside_chunk = checkpoint.get("aevae_steps_into_chunk", 0)
 
     def _restore_rng(self) -> None:
         """Continue the reparameterization noise where the checkpoint left it. Done at train
@@ -305,6 +335,11 @@ class ChunkedTraining(L.LightningModule):
         if (means := self._running.take_epoch()) is not None:
             named = zip(self.term_names, means, strict=True)
             self.log_dict({f"train/{name}_epoch": value for name, value in named}, sync_dist=True)
+
+
+def _never() -> int:
+    """No stop requested (a model trained outside `aevae-train`)."""
+    return 0
 
 
 class NonFiniteLossError(UserError):

@@ -37,6 +37,7 @@ class Run:
     model: Any
     trainer: Any
     ckpt_path: str | None = None  # to start from, "last" resolved
+    stopper: Any = None  # aevae.signals.StopOnSignal: signals stop training at an optimizer step
 
 
 def _tidy_library_output() -> None:
@@ -67,6 +68,7 @@ def build(cfg: DictConfig) -> Run:
     from aevae.callbacks import trackers
     from aevae.checkpointing import LAST, check_compatible, peek
     from aevae.chunked import configure_chunks
+    from aevae.signals import StopOnSignal, continue_requeued
 
     _tidy_library_output()
     from hydra.core.hydra_config import HydraConfig
@@ -79,7 +81,7 @@ def build(cfg: DictConfig) -> Run:
     L.seed_everything(cfg.seed, workers=True)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     resume_step = None
-    if ckpt_path := cfg.get("ckpt_path"):
+    if ckpt_path := cfg.get("ckpt_path") or continue_requeued(cfg.paths.output_dir):
         if ckpt_path == "last":  # the run dir's own, as after a crash with hydra.run.dir=RUN_DIR
             ckpt_path = str(Path(cfg.paths.output_dir) / "checkpoints" / LAST)
         checkpoint = peek(ckpt_path, key="ckpt_path")
@@ -93,7 +95,9 @@ def build(cfg: DictConfig) -> Run:
     model.gradient_clip_val = cfg.trainer.get("gradient_clip_val")
     model.gradient_clip_algorithm = cfg.trainer.get("gradient_clip_algorithm") or "norm"
     model.cuda_graph = cfg.get("cuda_graph", True)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    stopper = StopOnSignal(Path(cfg.paths.output_dir) / "checkpoints" / LAST)
+    model.stop_requested = stopper.requested
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + [stopper]
     for key, logger_cfg in (cfg.get("logger") or {}).items():
         trackers.prepare(key, logger_cfg)
     loggers = [
@@ -121,7 +125,7 @@ def build(cfg: DictConfig) -> Run:
         # usable), which Adam.step() then runs on every step: ~35 us of ctypes calls
         # per step on a machine with a CUDA build and no GPU. Nothing here forks CUDA.
         os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
-    return Run(datamodule, model, trainer, ckpt_path)
+    return Run(datamodule, model, trainer, ckpt_path, stopper)
 
 
 def _check_precision(trainer: Any) -> None:
@@ -160,16 +164,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
         write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         (output_dir / ERROR_FILE).unlink(missing_ok=True)  # from an earlier, failed attempt
 
-    trainer.fit(run.model, datamodule=run.datamodule, ckpt_path=run.ckpt_path, weights_only=True)
-
-    checkpointing = _model_checkpoint(trainer)
-    metrics = {"val/loss": float(v)} if (v := trainer.callback_metrics.get("val/loss")) is not None else {}
-    if checkpointing is not None and checkpointing.best_model_score is not None:
-        metrics[checkpointing.monitor] = float(checkpointing.best_model_score)  # the best epoch's
-    if cfg.get("test"):
-        best = getattr(checkpointing, "best_model_path", "")
-        trainer.test(run.model, datamodule=run.datamodule, ckpt_path=best or None, weights_only=True)
-        metrics |= {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    with run.stopper.installed(trainer):
+        trainer.fit(run.model, datamodule=run.datamodule, ckpt_path=run.ckpt_path, weights_only=True)
+        run.stopper.raise_if_requested(trainer)  # a signal after the last step: training is complete
+        checkpointing = _model_checkpoint(trainer)
+        metrics = (
+            {"val/loss": float(v)} if (v := trainer.callback_metrics.get("val/loss")) is not None else {}
+        )
+        if checkpointing is not None and checkpointing.best_model_score is not None:
+            metrics[checkpointing.monitor] = float(checkpointing.best_model_score)  # the best epoch's
+        if cfg.get("test"):
+            best = getattr(checkpointing, "best_model_path", "")
+            trainer.test(run.model, datamodule=run.datamodule, ckpt_path=best or None, weights_only=True)
+            metrics |= {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     log.info("metrics (rank %d): %s", trainer.global_rank, json.dumps(metrics, sort_keys=True))
     if trainer.is_global_zero and metrics:
         write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
@@ -191,9 +198,13 @@ def _task(cfg: DictConfig) -> Any:
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     if sweeping:
         _share_cores(hydra_cfg.launcher.get("n_jobs"))
+    from aevae.signals import Stopped
+
     try:
         with own_distributed_setup(), own_tracker_runs():
             metrics = train(cfg)
+    except Stopped as stop:
+        _report_stop(stop, Path(hydra_cfg.runtime.output_dir))
     except Exception as err:  # a mistake in the user's input gets one line, not a traceback
         message = user_error(err)
         run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -206,7 +217,27 @@ def _task(cfg: DictConfig) -> Any:
         _log_to_file(logging.ERROR, message)  # the console gets the one line below
         print(f"aevae-train: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+    if "SLURM_RESTART_COUNT" in os.environ:
+        from aevae.signals import forget_requeue
+
+        forget_requeue()
     return _objective(cfg, metrics)
+
+
+def _report_stop(stop: Any, run_dir: Path) -> None:
+    """One line in the log, on stderr and in error.txt (requeueing a Slurm job first), then exit
+    128 + the signal's number, also inside a sweep: the signal was meant for the whole process."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from aevae.signals import pass_on, requeue
+
+    message = stop.message(run_dir, requeue(stop, run_dir))
+    write_error(run_dir, message)
+    log.error(message)
+    if rank_zero_only.rank == 0:
+        print(f"aevae-train: {message}", file=sys.stderr, flush=True)
+    pass_on(stop)
+    raise SystemExit(stop.exit_code) from None
 
 
 @contextlib.contextmanager
@@ -323,6 +354,12 @@ def main() -> Any:
     with one_line_errors("aevae-train"):
         _require_plugins(args)
     resume = [a for a in args if a.startswith("resume=")]
+    if not resume and "SLURM_RESTART_COUNT" in os.environ:  # a Slurm job that requeued itself
+        from aevae.signals import requeued_run_dir
+
+        if found := requeued_run_dir():
+            resume = [f"resume={found}"]
+            args.append(resume[0])
     if resume:
         from aevae.sweeps import is_sweep_dir, resume_command
 
