@@ -189,18 +189,24 @@ class ImageDataModule(L.LightningDataModule):
 
     def _read_files(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """The splits of a set read from its own files, through the data cache."""
+        failed = None
         if self.download and self.name in ("cifar10", "svhn", "celeba"):
             try:
                 self._download()
             except (RuntimeError, OSError) as err:  # offline, a mirror down, a bad archive
-                reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+                failed = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
                 log.warning(
-                    "data=%s: download failed (%s); reading what is in %s", self.name, reason, self.root
+                    "data=%s: download failed (%s); reading what is in %s", self.name, failed, self.root
                 )
         files, settings, build = self._source()
         key = fingerprint(files, settings)
         location = self.path if self.path is not None else self.root
-        contents = load_or_build(cache_folder(location), self.name, key, build)
+        try:
+            contents = load_or_build(cache_folder(location), self.name, key, build)
+        except DataError as err:
+            if failed is None:
+                raise
+            raise DataError(f"{err} (the download failed: {failed})") from None
         self.classes = contents.get("classes")
         self.skipped_files = list(contents.get("skipped", []))
         if self.skipped_files:
@@ -375,10 +381,12 @@ class ImageDataModule(L.LightningDataModule):
             )
         for split in ("val", "test"):
             if len(self.splits[split][0]) == 0:
-                raise DataError(
-                    f"data={self.name} at {where} leaves no {split} images; raise data.{split}_fraction "
-                    f"(or add a {split}/ folder)"
+                fix = (
+                    f"raise data.{split}_fraction (or add a {split}/ folder)"
+                    if self.name in ("image_folder", "array")
+                    else f"raise data.{split}_size"
                 )
+                raise DataError(f"data={self.name} at {where} leaves no {split} images; {fix}")
 
     def _write_skipped(self) -> None:
         trainer = self.trainer
