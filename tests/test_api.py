@@ -119,3 +119,5 @@ def test_api_mistakes_are_user_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"model.lr=-1 is not allowed"):
         aevae.train(["model.lr=-1"], output_dir=out)
     assert "model.lr=-1 is not allowed" in (out / "error.txt").read_text()  # as aevae-train leaves it
+    with pytest.raises(UserError, match="nope"):  # an option the group does not have: Hydra's error
+        aevae.train(["model=nope"], output_dir=out)

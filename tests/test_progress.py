@@ -70,7 +70,13 @@ def test_terminal_bar_counts_the_epochs_optimizer_steps(tmp_path: Path) -> None:
 def test_log_file_gets_a_line_per_epoch_not_redraws(tmp_path: Path) -> None:
     every_chunk = ("steps_per_chunk=5", "callbacks.progress_bar.every_n_seconds=1e-9")
     procs = {
-        "default": start(EXE, *SMALL_DATA, f"trainer.max_epochs={EPOCHS}", f"hydra.run.dir={tmp_path / 'a'}"),
+        "default": start(  # its every-N-seconds line, never due: a slow machine prints no extra line
+            EXE,
+            *SMALL_DATA,
+            f"trainer.max_epochs={EPOCHS}",
+            "callbacks.progress_bar.every_n_seconds=3600",
+            f"hydra.run.dir={tmp_path / 'a'}",
+        ),
         "every_chunk": start(
             EXE, *SMALL_DATA, "trainer.max_epochs=1", *every_chunk, f"hydra.run.dir={tmp_path / 'b'}"
         ),

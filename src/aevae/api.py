@@ -36,11 +36,16 @@ def train(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -
     mistake in the overrides raises `aevae.config.UserError`; a failed run leaves `error.txt` in
     its run dir, as the command does.
     """
-    from aevae.config import compose_config, quote_paths, user_error
+    from hydra.errors import HydraException
+
+    from aevae.config import UserError, compose_config, quote_paths, user_error
     from aevae.train import own_distributed_setup, own_tracker_runs, write_error
     from aevae.train import train as fit
 
-    cfg = compose_config(quote_paths(list(overrides)), output_dir=output_dir)
+    try:
+        cfg = compose_config(quote_paths(list(overrides)), output_dir=output_dir)
+    except HydraException as err:  # an unknown option, a key that is not there, bad syntax
+        raise UserError(str(err).strip().splitlines()[0]) from err
     run_dir = Path(cfg.paths.output_dir)
     try:
         with own_distributed_setup(), own_tracker_runs():
@@ -77,7 +82,10 @@ def images(model: Any, split: str = "test", **data: Any) -> tuple[Tensor, Tensor
     if split not in datamodule.splits:
         raise UserError(f"split={split!r} is not one of {sorted(datamodule.splits)}")
     x, labels = datamodule.splits[split]
-    return to_float(x), labels
+    x = to_float(x)
+    if datamodule.corrupt is not None:  # the seeded noise of the split's place, as its batches get
+        x = datamodule.corrupt(x, 0, 0)
+    return x, labels
 
 
 @torch.no_grad()

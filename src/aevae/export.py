@@ -66,6 +66,11 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     key, where = ("ckpt", cfg.ckpt) if cfg.ckpt is not None else ("run_dir", cfg.run_dir)
     checkpoint = resolve_checkpoint(where, key=key)
     model = load_checkpoint(checkpoint, key=key)
+    if model.likelihood.out_channels(model.image_shape[0]) != model.image_shape[0]:
+        loss = type(model.likelihood).__name__
+        raise UserError(
+            f"{key}={where} decodes {loss} parameters, not logits: export takes bce/gaussian/mse models"
+        )
     run_dir = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
     out = Path(cfg.out) if cfg.out else run_dir / "export"
     out.mkdir(parents=True, exist_ok=True)

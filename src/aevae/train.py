@@ -87,6 +87,8 @@ def build(cfg: DictConfig) -> Run:
         checkpoint = peek(ckpt_path, key="ckpt_path")
         check_compatible(checkpoint, model_cfg, ckpt_path)
         resume_step = checkpoint.get("global_step")
+    for key, logger_cfg in (cfg.get("logger") or {}).items():
+        trackers.prepare(key, logger_cfg)  # a missing tracker package: one line, before any data
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, _convert_="all")
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
@@ -98,8 +100,6 @@ def build(cfg: DictConfig) -> Run:
     stopper = StopOnSignal(Path(cfg.paths.output_dir) / "checkpoints" / LAST)
     model.stop_requested = stopper.requested
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + [stopper]
-    for key, logger_cfg in (cfg.get("logger") or {}).items():
-        trackers.prepare(key, logger_cfg)
     loggers = [
         instantiate(c, **_resumed_logger_kwargs(c, resume_step)) for c in (cfg.get("logger") or {}).values()
     ]
