@@ -144,7 +144,8 @@ suffix, allowed = sys.argv.pop(1), int(sys.argv.pop(1))
 real_fsync, seen = os.fsync, []
 
 def fsync(fd):
-    if os.readlink(f"/proc/self/fd/{fd}").endswith(suffix + ".tmp"):
+    name = os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[-1]
+    if name.startswith(suffix + ".") and name.endswith(".tmp"):
         seen.append(fd)
         if len(seen) > allowed:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

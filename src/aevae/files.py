@@ -16,6 +16,7 @@ import errno
 import itertools
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -62,7 +63,8 @@ def atomic_open(
     if it exists) as the previous file that is still whole.
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    # a name of its own per process and thread: ranks of one run may write the same file
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, mode, newline=newline) as handle:

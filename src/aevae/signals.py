@@ -32,7 +32,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,7 +109,7 @@ class StopOnSignal(L.Callback):
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
-        if self.signum and signum == signal.SIGINT:
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:  # Ctrl-C twice
             self._quit_now()
         if not self.signum:
             self.signum = signum
@@ -122,12 +121,9 @@ class StopOnSignal(L.Callback):
 
     def _quit_now(self) -> None:
         """A second Ctrl-C: no checkpoint of this step, no waiting for anything, child ranks too."""
-        print(
-            f"aevae-train: interrupted again: quit at once, without a checkpoint; "
-            f"{_last_checkpoint_note(self.checkpoint)}",
-            file=sys.stderr,
-            flush=True,
-        )
+        note = _last_checkpoint_note(self.checkpoint)
+        line = f"aevae-train: interrupted again: quit at once, without a checkpoint; {note}"
+        os.write(2, f"{line}\n".encode())  # not print: the handler may interrupt a write to stderr
         launcher = self.trainer.strategy.launcher if self.trainer is not None else None
         if launcher is not None:  # DDP ranks this process started
             launcher.kill(signal.SIGKILL)
@@ -158,14 +154,24 @@ class StopOnSignal(L.Callback):
         self.raise_if_requested(trainer, checkpointed=False)  # training is over: its checkpoint is there
 
     def raise_if_requested(self, trainer: L.Trainer, checkpointed: bool = False) -> None:
-        """Outside the training loop (after fit, during test): stop here, saying so."""
-        if self.signum:
-            raise Stopped(self.signum, trainer.global_step, self.total, checkpointed)
+        """Outside the training loop (after fit, during test): stop here, saying so; under DDP every
+        rank stops when any got a signal (in the loop the per-chunk all-reduce agrees on it)."""
+        signum = self.signum
+        if trainer.world_size > 1:
+            import torch
+
+            flag = torch.tensor(signum, device=trainer.strategy.root_device)
+            signum = int(trainer.strategy.reduce(flag, reduce_op=torch.distributed.ReduceOp.MAX))
+        if signum:
+            raise Stopped(signum, trainer.global_step, self.total, checkpointed)
 
 
 def stop_signals() -> tuple[int, ...]:
-    """SIGTERM, SIGINT, SIGUSR1, and in a job of submitit's Slurm executor its preemption signal."""
-    return STOP_SIGNALS + ((sig,) if (sig := submitit_signal()) else ())
+    """SIGTERM, SIGINT, SIGUSR1; in a job of submitit's Slurm executor its preemption signal
+    instead of SIGTERM, which submitit ignores on purpose (a preemption may send it first)."""
+    if sig := submitit_signal():
+        return (*(s for s in STOP_SIGNALS if s != signal.SIGTERM), sig)
+    return STOP_SIGNALS
 
 
 def submitit_signal() -> int | None:
@@ -222,6 +228,9 @@ def requeue(stop: Stopped, run_dir: Path) -> str | None:
     marker = _marker(job)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(f"{Path(run_dir).resolve()}\n")
+    # `scontrol requeue` makes Slurm send this job SIGTERM: let it not cut short the one line,
+    # error.txt and the exit status that follow (as Lightning's own requeue handler does)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
         failed = done.returncode and (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]

@@ -128,7 +128,8 @@ def plot(jobs: list[dict[str, Any]], out: Path) -> Path | None:
         ax.legend(fontsize=8)
     fig.tight_layout()
     path = out / "summary.png"
-    fig.savefig(path, dpi=110)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
     return path
 

@@ -135,7 +135,7 @@ def relaunches(
         if job_dir is not None and (job_dir / METRICS).is_file():
             continue  # finished: not touched
         if job_dir is None:
-            subdir = new_subdir(num, overrides)
+            subdir = new_subdir(num, list(job))  # the name of the first launch, without the extras
         else:
             subdir = job_dir.name
             if (job_dir / LAST_CHECKPOINT).is_file():

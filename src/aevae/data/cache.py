@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from aevae.config import cache_dir
+from aevae.files import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +65,8 @@ def load_or_build(folder: Path, name: str, key: str, build: Callable[[], dict[st
         if stale:
             log.info("data cache %s is stale (its source files or settings changed): rebuilding", stale[0])
         contents = build()
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(contents, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_open(path, "wb") as f:  # whole or not at all: a reader never maps half a file
+            torch.save(contents, f)
         for old in stale:
             old.unlink(missing_ok=True)
     log.info("data cache written: %s", path)
