@@ -43,7 +43,7 @@ BAD_INPUTS = [
     (["data.val_size=60000"], "data.val_size=60000"),
     (["data.train_size=0"], "data.train_size=0"),
     (["data.train_size=59000"], "data.train_size=59000 + data.val_size=5000"),
-    (["data.name=cifar10"], "data.name='cifar10'"),
+    (["data.name=cifar100"], "data.name='cifar100'"),
     (["data.download=maybe"], "data.download='maybe'"),
     (["data.root=/nonexistent", "data.download=false"], "data.root"),
     (["model.hidden_dims=[0]"], "model.hidden_dims=[0]"),
@@ -84,7 +84,7 @@ BAD_INPUTS = [
     ),
     (
         ["model/net=conv", "data=celeba", "data.image_size=30", "data.download=false"],
-        "model/net=conv with 3 blocks",
+        "model/net=conv with 2 blocks takes",
     ),
 ]
 

@@ -17,7 +17,7 @@ from aevae.models import AE, VAE, load_checkpoint
 from conftest import REPO, aevae_train, mnist_root, read_metrics
 
 AE_KEYS = {"test/loss", "test/mse", "test/bce", "test/active_units", "val/loss"}
-VAE_KEYS = AE_KEYS | {"test/recon", "test/kl", "test/neg_elbo"}
+VAE_KEYS = AE_KEYS | {"test/recon", "test/kl", "test/neg_elbo", "test/bits_per_dim"}
 
 
 @pytest.mark.parametrize("model", ["ae", "vae"])

@@ -24,6 +24,7 @@ from aevae.data.idx import DataError, check_idx, idx_count, unpack_archives
 from aevae.data.noise import Corruption
 from aevae.data.shapes import NAMES, image_shape
 from aevae.distributed import eval_shard
+from aevae.files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ DATASETS: dict[str, type[datasets.MNIST]] = {
     "kmnist": datasets.KMNIST,
 }
 ON_BAD_FILE = ("error", "skip")
+#: The run dir's list of the files data.on_bad_file=skip left out.
+SKIPPED_FILE = "skipped_files.txt"
 
 
 #: data.root when neither it nor $AEVAE_DATA is set (conf/data/mnist.yaml says the same).
@@ -317,8 +320,11 @@ class ImageDataModule(L.LightningDataModule):
             self._read_files()  # downloads, then decodes into the cache the other ranks read
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
+        if not self.splits:
+            self._load()
+        self._write_skipped()  # once the trainer (and so the run dir) is known
+
+    def _load(self) -> None:
         if self.name in DATASETS:
             read = {"train": self._read(train=True), "test": self._read(train=False)}
         else:
@@ -341,7 +347,6 @@ class ImageDataModule(L.LightningDataModule):
         self.splits["test"] = read["test"] if "test" in read else self.splits["val"]
         if self.name not in DATASETS:  # the MNIST family's sizes are checked with the config
             self._check_sizes()
-            self._write_skipped()
         fixed = ("train", "val", "test") if self.binarize == "static" else ("val", "test")
         if self.binarize != "none":  # dynamic: val/test binarized once too, so epochs compare
             for i, split in enumerate(fixed):
@@ -389,12 +394,13 @@ class ImageDataModule(L.LightningDataModule):
                 raise DataError(f"data={self.name} at {where} leaves no {split} images; {fix}")
 
     def _write_skipped(self) -> None:
+        """The files `on_bad_file=skip` left out, listed in the run dir (rank zero)."""
         trainer = self.trainer
         if not self.skipped_files or trainer is None or not trainer.is_global_zero:
             return
-        out = Path(trainer.default_root_dir) / "skipped_files.txt"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("".join(f"{name}\n" for name in self.skipped_files))
+        write_text(
+            Path(trainer.default_root_dir) / SKIPPED_FILE, "".join(f"{n}\n" for n in self.skipped_files)
+        )
 
     # -- serving ---------------------------------------------------------------
     @property

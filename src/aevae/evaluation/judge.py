@@ -46,7 +46,18 @@ def judge_dir(data: dict[str, Any], epochs: int) -> Path:
 
 
 #: The data settings a judge is trained for: the same images, seen the same way.
-JUDGE_KEYS = ("name", "root", "path", "image_size", "channels", "split_seed", "val_size")
+JUDGE_KEYS = (
+    "name",
+    "root",
+    "path",
+    "image_size",
+    "channels",
+    "split_seed",
+    "val_size",
+    "val_fraction",
+    "test_fraction",
+    "on_bad_file",
+)
 
 
 def digit_judge(data: dict[str, Any], epochs: int, device: torch.device) -> tuple[Classifier, Path]:
