@@ -198,14 +198,12 @@ def _task(cfg: DictConfig) -> Any:
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     if sweeping:
         _share_cores(hydra_cfg.launcher.get("n_jobs"))
-    from aevae.signals import Stopped
-
     try:
         with own_distributed_setup(), own_tracker_runs():
             metrics = train(cfg)
-    except Stopped as stop:
-        _report_stop(stop, Path(hydra_cfg.runtime.output_dir))
     except Exception as err:  # a mistake in the user's input gets one line, not a traceback
+        if _is_stop(err):
+            _report_stop(err, Path(hydra_cfg.runtime.output_dir))
         message = user_error(err)
         run_dir = Path(hydra_cfg.runtime.output_dir)
         write_error(run_dir, message or traceback.format_exc())
@@ -222,6 +220,13 @@ def _task(cfg: DictConfig) -> Any:
 
         forget_requeue()
     return _objective(cfg, metrics)
+
+
+def _is_stop(err: BaseException) -> bool:
+    """Whether `err` is a signal's stop. Only aevae.signals raises one: where it was never imported
+    (a config refused before anything was built) the answer is no, without importing Lightning."""
+    signals = sys.modules.get("aevae.signals")
+    return signals is not None and isinstance(err, signals.Stopped)
 
 
 def _report_stop(stop: Any, run_dir: Path) -> None:
