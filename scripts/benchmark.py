@@ -3,7 +3,7 @@
 Same as the `aevae-bench` command; see `python scripts/benchmark.py --help`.
 """
 
-from aevae.benchmark import main
+from aevae.commands.benchmark import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

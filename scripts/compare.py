@@ -3,7 +3,7 @@
 Same as the `aevae-compare` command; see `python scripts/compare.py --help`.
 """
 
-from aevae.compare import main
+from aevae.commands.compare import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from aevae.benchmark import aevae_run
+from aevae.commands.benchmark import aevae_run
 from aevae.data import ImageDataModule
 from aevae.data.batches import count_images
 from aevae.losses import kl_std_normal

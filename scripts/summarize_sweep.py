@@ -3,7 +3,7 @@
 Same as the `aevae-summary` command; see `python scripts/summarize_sweep.py --help`.
 """
 
-from aevae.summary import main
+from aevae.commands.summary import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

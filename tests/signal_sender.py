@@ -55,7 +55,7 @@ class ScancelAt(L.Callback):
             return
         import subprocess
 
-        from aevae.signals import StopOnSignal
+        from aevae.engine.signals import StopOnSignal
 
         stopper = next(c for c in trainer.callbacks if isinstance(c, StopOnSignal))
         subprocess.run(["scancel", f"--signal={self.signal}", os.environ["SLURM_JOB_ID"]], check=True)

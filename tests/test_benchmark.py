@@ -30,7 +30,7 @@ def test_bench_command_writes_its_report_and_exits_zero(tmp_path: Path) -> None:
 def test_startup_is_timed_to_the_end_of_the_first_optimizer_step() -> None:
     """The real command, timed from outside: its first step ends before it exits (and
     `one_step_command` raises if that first batch ran more or fewer than one step)."""
-    from aevae.benchmark import one_step_command
+    from aevae.commands.benchmark import one_step_command
 
     costs = one_step_command(str(mnist_root()), "cpu")
     assert 0 < costs["command_to_first_step_s"] < costs["one_step_command_s"], costs

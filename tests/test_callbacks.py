@@ -21,12 +21,12 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from aevae.callbacks import Interpolations, PriorSamples, Reconstructions
-from aevae.callbacks.latents import encode_all, fit_gaussian, gaussian_draws, lerp, slerp
 from aevae.callbacks.tensorboard import fixed_indices, pick_images
+from aevae.commands.train import build
 from aevae.config import UserError, compose_config
 from aevae.data import MNISTDataModule
 from aevae.models import load_checkpoint
-from aevae.train import build
+from aevae.sampling.latents import encode_all, fit_gaussian, gaussian_draws, lerp, slerp
 from conftest import REPO, aevae_train, mnist_root, png_size, read_metrics
 
 EPOCHS, STEPS_PER_EPOCH, PROJECTED = 3, 40, 1000
@@ -301,7 +301,7 @@ def test_tensorboard_projector_serves_the_embedding(tensorboard: TensorBoardServ
 
 
 # -- in process: fixed inputs, the AE's fitted Gaussian, ranks, skipping ------------------
-def fit_small(tmp_path: Path, model: str):  # -> aevae.train.Run
+def fit_small(tmp_path: Path, model: str):  # -> aevae.commands.train.Run
     """Two short epochs in this process, TensorBoard logger and default callbacks on."""
     cfg = compose_config(
         [

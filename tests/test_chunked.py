@@ -10,16 +10,16 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from aevae.chunked import choose_steps_per_chunk, configure_chunks
+from aevae.commands.train import build
 from aevae.config import UserError, compose_config
 from aevae.data import MNISTDataModule
-from aevae.train import build
+from aevae.engine.chunked import choose_steps_per_chunk, configure_chunks
 from conftest import QUIET, SMALL_DATA, mnist_root
 
 SMALL = (*SMALL_DATA, "test=false")
 
 
-def fit(tmp: Path, *overrides: str):  # -> aevae.train.Run
+def fit(tmp: Path, *overrides: str):  # -> aevae.commands.train.Run
     quiet = () if "callbacks=none" in overrides else QUIET
     cfg = compose_config([f"data.root={mnist_root()}", *SMALL, *quiet, *overrides], output_dir=tmp)
     run = build(cfg)

@@ -20,28 +20,36 @@ GROUPS = ["trainer", "callbacks", "hparams_search", "experiment"]
 TRAINING = [*GROUPS, "latent_dim", "steps_per_chunk"]
 PAGES = {
     "train": (
-        "aevae.train",
+        "aevae.commands.train",
         ["aevae-train model=vae", "trainer: cpu, ddp", "model/net: conv", "experiment:", "latent_dim: 32"],
         ["iw_samples", "is powered by Hydra"],
     ),
     "eval": (
-        "aevae.eval",
+        "aevae.commands.eval",
         ["aevae-eval run_dir=", "iw_samples: 1000", "run_dir: null", "probe_c:", "eval.json"],
         [*TRAINING, "manifold_size", "is powered by Hydra", "== Groups"],
     ),
     "sample": (
-        "aevae.sample",
+        "aevae.commands.sample",
         ["aevae-sample run_dir=", "pairs:", "manifold_size: 20", "reconstructions.png"],
         [*TRAINING, "iw_samples", "is powered by Hydra", "== Groups"],
     ),
     "export": (
-        "aevae.export",
+        "aevae.commands.export",
         ["aevae-export run_dir=", "format: onnx", "opset: null", "export.json"],
         [*TRAINING, "iw_samples", "is powered by Hydra", "== Groups"],
     ),
-    "compare": ("aevae.compare", ["aevae-compare RUN_DIR", "--names", "--out", "--version"], GROUPS),
-    "summary": ("aevae.summary", ["aevae-summary outputs/multirun/", "sweep_dir", "--version"], GROUPS),
-    "bench": ("aevae.benchmark", ["aevae-bench --models ae", "--epochs", "--repeats", "--version"], GROUPS),
+    "compare": ("aevae.commands.compare", ["aevae-compare RUN_DIR", "--names", "--out", "--version"], GROUPS),
+    "summary": (
+        "aevae.commands.summary",
+        ["aevae-summary outputs/multirun/", "sweep_dir", "--version"],
+        GROUPS,
+    ),
+    "bench": (
+        "aevae.commands.benchmark",
+        ["aevae-bench --models ae", "--epochs", "--repeats", "--version"],
+        GROUPS,
+    ),
 }
 
 #: Runs a command's main() with --help, then names the heavy modules that got imported.
@@ -114,7 +122,8 @@ def test_a_missing_extra_is_one_line_naming_it() -> None:
     # a plugin of an extra, as if not installed: aevae-train says which extra before Hydra looks
     script = (
         "import sys; sys.modules['hydra_plugins.hydra_optuna_sweeper'] = None;"
-        "sys.argv = ['aevae-train', '-m', 'hparams_search=optuna']; from aevae.train import main; main()"
+        "sys.argv = ['aevae-train', '-m', 'hparams_search=optuna'];"
+        "from aevae.commands.train import main; main()"
     )
     proc = run(sys.executable, "-c", script)
     assert proc.returncode == 2

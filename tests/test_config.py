@@ -54,7 +54,7 @@ def test_option_composes_and_builds(group: str, option: str, tmp_path: Path) -> 
         assert isinstance(instantiate(cfg.model, _convert_="all"), torch.nn.Module)
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values()]
     for key, logger_cfg in (cfg.logger or {}).items():
-        trackers.prepare(key, logger_cfg)  # as aevae.train.build does: MLflow's file store allowed
+        trackers.prepare(key, logger_cfg)  # as aevae.commands.train.build does: MLflow's file store allowed
     loggers = [instantiate(c) for c in (cfg.logger or {}).values()]
     if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         return  # composes; building it needs a GPU

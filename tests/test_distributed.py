@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from aevae.distributed import eval_shard
+from aevae.engine.distributed import eval_shard
 from aevae.models import load_checkpoint
 from conftest import EXE, QUIET, REPO, SMALL_DATA, run
 

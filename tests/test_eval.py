@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from aevae.callbacks.latents import encode_all
 from aevae.data import MNISTDataModule, to_float
 from aevae.evaluation.compression import UniformQuantizer, compressed_quality
 from aevae.evaluation.likelihood import likelihood_bounds
@@ -19,6 +18,7 @@ from aevae.evaluation.reconstruction import decoding_quality
 from aevae.evaluation.representation import fit_linear_probe
 from aevae.losses import log_mean_exp
 from aevae.models import load_checkpoint, resolve_checkpoint
+from aevae.sampling.latents import encode_all
 from conftest import REPO, command, finish, mnist_root, png_size, read_metrics, run, start
 
 #: Small but complete: every measure, fewer draws and samples, a judge trained for one epoch.

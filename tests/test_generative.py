@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch.distributions import Normal
 
+from aevae.commands.train import build
 from aevae.config import compose_config
 from aevae.data import MNISTDataModule
 from aevae.data.batches import binarize
 from aevae.losses import Bernoulli, Gaussian, kl_std_normal, log_mean_exp
 from aevae.models import IWAE, MLP, VAE, Conv
 from aevae.schedules import iwae_paper, iwae_paper_stage
-from aevae.train import build
 from conftest import QUIET, SMALL_DATA, mnist_root
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from aevae import chunked, graphs
+from aevae.engine import chunked, graphs
 from test_chunked import fit, read_csv_metrics
 
 #: An epoch of 19 full batches and a short one (1250 = 19 x 64 + 34), 20 steps per chunk.
@@ -95,14 +95,14 @@ def test_replayed_steps_train_exactly_like_eager_ones(
 def test_steps_that_cannot_be_captured_run_eagerly_and_say_why(
     tmp_path: Path, stand_in: type[StandInGraphs], caplog, overrides: tuple[str, ...], reason: str
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="aevae.chunked"):
+    with caplog.at_level(logging.INFO, logger="aevae.engine.chunked"):
         fit(tmp_path, "logger=none", "callbacks=none", "trainer.max_steps=20", *overrides)
     assert stand_in.captures == 0
     assert f"training steps run eagerly, not as a CUDA graph: {reason}" in caplog.messages
 
 
 def test_on_the_cpu_steps_run_eagerly_and_say_why(tmp_path: Path, caplog) -> None:
-    with caplog.at_level(logging.INFO, logger="aevae.chunked"):
+    with caplog.at_level(logging.INFO, logger="aevae.engine.chunked"):
         fit(tmp_path, "logger=none", "callbacks=none", "trainer.max_steps=20", "trainer.accelerator=cpu")
     assert "training steps run eagerly, not as a CUDA graph: the device is cpu, not a GPU" in caplog.messages
 
@@ -141,10 +141,10 @@ def test_a_failed_capture_falls_back_to_eager_steps(tmp_path: Path, stand_in, mo
     monkeypatch.setattr(StandInGraphs, "capture", staticmethod(refuse))
     common = ("logger=none", "callbacks=none", "trainer.max_steps=40", "model=vae")
     eager = fit(tmp_path / "eager", *common, "cuda_graph=false")
-    with caplog.at_level(logging.WARNING, logger="aevae.graphs"):
+    with caplog.at_level(logging.WARNING, logger="aevae.engine.graphs"):
         graphed = fit(tmp_path / "graphed", *common)
     assert graphed.model._graph.failed and graphed.trainer.global_step == 40
-    assert [r.getMessage() for r in caplog.records if r.name == "aevae.graphs"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "aevae.engine.graphs"] == [
         "training steps run eagerly from here: capturing one failed "
         "(operation not permitted when stream is capturing)"
     ]

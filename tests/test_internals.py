@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from aevae import internals
+from aevae.engine import internals
 
 
 class Steps(L.LightningModule):
@@ -71,7 +71,7 @@ def test_batch_counters_count_started_and_processed_batches(tmp_path: Path) -> N
 def test_model_checkpoint_keeps_its_step_interval_where_it_is_read() -> None:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from aevae.checkpointing import StepCheckpoint
+    from aevae.engine.checkpointing import StepCheckpoint
 
     assert internals.every_n_train_steps(ModelCheckpoint(every_n_train_steps=7)) == 7
     assert internals.every_n_train_steps(StepCheckpoint("x", every_n_train_steps=3)) == 3

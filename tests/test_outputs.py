@@ -137,7 +137,7 @@ def test_run_dirs_that_cannot_be_created_or_written_get_one_line(tmp_path: Path,
 
 FULL_DISK = """
 import errno, os, sys
-from aevae.train import main
+from aevae.commands.train import main
 
 # argv: SUFFIX N overrides...: the fsync of the (N+1)-th file named *SUFFIX.tmp finds the disk full
 suffix, allowed = sys.argv.pop(1), int(sys.argv.pop(1))

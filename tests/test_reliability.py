@@ -14,14 +14,14 @@ import pytest
 import torch
 
 from aevae import validation
-from aevae.checkpointing import peek
-from aevae.chunked import NonFiniteLossError
+from aevae.commands.train import build
 from aevae.config import compose_config
 from aevae.data import DATASETS, DataError, MNISTDataModule
 from aevae.data.shapes import NAMES
+from aevae.engine.checkpointing import peek
+from aevae.engine.chunked import NonFiniteLossError
 from aevae.models import load_checkpoint
 from aevae.models.nets import ACTIVATIONS
-from aevae.train import build
 from conftest import EXE, QUICK, QUIET, finish, mnist_root, read_metrics, run, start, write_idx
 
 
@@ -221,7 +221,7 @@ def test_ckpt_path_last_continues_the_run_dir(trained: dict[str, Path], tmp_path
 
 
 def test_checkpoints_are_written_whole(tmp_path: Path) -> None:
-    from aevae.checkpointing import AtomicCheckpointIO
+    from aevae.engine.checkpointing import AtomicCheckpointIO
 
     target = tmp_path / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(3)}}, target)

@@ -12,9 +12,9 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
 
 from aevae.callbacks.tensorboard import ImageCallback, evaluating
-from aevae.checkpointing import CHECKPOINT_PATH_KEYS, ModelCheckpoint
+from aevae.commands.train import build
 from aevae.config import compose_config
-from aevae.train import build
+from aevae.engine.checkpointing import CHECKPOINT_PATH_KEYS, ModelCheckpoint
 from conftest import QUIET, SMALL_DATA, aevae_train, mnist_root, read_metrics
 
 
@@ -60,7 +60,7 @@ def test_model_checkpoint_state_loads_into_the_dir_it_is_loaded_from(tmp_path: P
     saved.best_k_models = {saved.best_model_path: torch.tensor(7.0)}
     saved.best_model_score = torch.tensor(7.0)
     state = saved.state_dict()
-    # the part of Lightning's format that aevae.checkpointing.rerooted edits
+    # the part of Lightning's format that aevae.engine.checkpointing.rerooted edits
     assert {"dirpath", "best_k_models", *CHECKPOINT_PATH_KEYS} <= set(state) and state["dirpath"] == old
 
     loaded = ModelCheckpoint(dirpath=new, monitor="val/loss")

@@ -10,10 +10,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from aevae.callbacks.latents import has_prior, prior_codes
 from aevae.callbacks.media import decoded_images
 from aevae.config import compose_config
 from aevae.models import load_checkpoint
+from aevae.sampling.latents import prior_codes
 
 SHAPES = {"1x28x28": (1, 28, 28), "3x32x32": (3, 32, 32), "3x64x64": (3, 64, 64)}
 MODELS = ("ae", "vae", "iwae")
@@ -80,7 +80,7 @@ def test_model_net_and_shape(model: str, net: str, shape: str, tmp_path: Path, m
     with torch.no_grad():
         module.eval()
         codes = (
-            prior_codes(module, torch.randn(5, 4), lambda: torch.randn(20, 4)) if has_prior(module) else None
+            prior_codes(module, torch.randn(5, 4), lambda: torch.randn(20, 4)) if module.has_prior else None
         )
         samples = decoded_images(module, codes if codes is not None else torch.randn(5, 4))
     assert samples.shape == (5, c, h, w) and samples.min() >= 0 and samples.max() <= 1

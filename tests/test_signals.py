@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from aevae.checkpointing import peek
+from aevae.engine.checkpointing import peek
 from conftest import EXE, QUIET, SMALL_DATA, read_metrics, run_env
 from test_distributed import slurm  # noqa: F401  (the one-node cluster of scripts/slurm_local.sh)
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aevae.checkpointing import peek
+from aevae.commands.summary import main as summary_main
+from aevae.commands.sweeps import job_dirs, resume_command
 from aevae.config import UserError
-from aevae.summary import main as summary_main
-from aevae.sweeps import job_dirs, resume_command
+from aevae.engine.checkpointing import peek
 from conftest import EXE, QUIET, REPO, SMALL_DATA, finish, read_metrics, run, run_env, start
 
 #: 20 steps an epoch, a step checkpoint every 10; deterministic, so a resumed job can match exactly.

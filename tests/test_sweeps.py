@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from aevae.commands.summary import main as summary_main
 from aevae.config import compose_config
-from aevae.summary import main as summary_main
 from conftest import EXE, QUIET, SMALL_DATA, run
 
 #: One short epoch per job on real MNIST.

@@ -175,7 +175,7 @@ class FakeRun:
 def test_a_jobs_wandb_run_closes_as_finished_or_failed(monkeypatch: pytest.MonkeyPatch, fails: bool) -> None:
     from types import SimpleNamespace
 
-    from aevae.train import own_tracker_runs
+    from aevae.commands.train import own_tracker_runs
 
     open_run = FakeRun()
     monkeypatch.setitem(sys.modules, "wandb", SimpleNamespace(run=open_run))

@@ -11,8 +11,6 @@ the models bring in Lightning (seconds), which `aevae-train --help` has no use f
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -79,21 +77,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_EXPORTS})
-
-
-class _Package(types.ModuleType):
-    """The package object: `aevae.train` and `aevae.sample` stay the API's functions.
-
-    Importing a submodule sets it as an attribute of its package, and two commands' modules
-    share a name with a function here (aevae/train.py, aevae/sample.py): once `aevae.train`,
-    the module, had been imported, `aevae.train(...)` would call a module. The submodules
-    stay importable (`from aevae.train import build`) through sys.modules.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _EXPORTS and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

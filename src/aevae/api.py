@@ -38,9 +38,9 @@ def train(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -
     """
     from hydra.errors import HydraException
 
+    from aevae.commands.train import own_distributed_setup, own_tracker_runs, write_error
+    from aevae.commands.train import train as fit
     from aevae.config import UserError, compose_config, quote_paths, user_error
-    from aevae.train import own_distributed_setup, own_tracker_runs, write_error
-    from aevae.train import train as fit
 
     try:
         cfg = compose_config(quote_paths(list(overrides)), output_dir=output_dir)
@@ -91,7 +91,7 @@ def images(model: Any, split: str = "test", **data: Any) -> tuple[Tensor, Tensor
 @torch.no_grad()
 def encode(model: Any, x: Tensor, batch_size: int = 1000) -> Tensor:
     """Deterministic codes `[N, latent_dim]` of images `x` (the VAE's posterior means)."""
-    from aevae.callbacks.latents import encode_all
+    from aevae.sampling.latents import encode_all
 
     return encode_all(model, x, batch_size)
 
@@ -114,7 +114,7 @@ def reconstruct(model: Any, x: Tensor, batch_size: int = 1000) -> Tensor:
 def sample(model: Any, num: int, seed: int = 0, fit: Tensor | None = None) -> Tensor:
     """`num` new images, decoded from seeded standard-normal draws: the prior's for a VAE; an AE
     has none, so from a Gaussian fitted to the codes of `fit` (default: its training images)."""
-    from aevae.callbacks.latents import prior_codes
+    from aevae.sampling.latents import prior_codes
 
     generator = torch.Generator(model.device).manual_seed(seed)
     noise = torch.randn(num, model.latent_dim, generator=generator, device=model.device)
@@ -130,9 +130,9 @@ def interpolate(model: Any, start: Tensor, end: Tensor, steps: int = 10, mode: s
     """Decodings of `steps` points (both ends included) on the path between the codes of `start`
     and `end`: `[steps, C, H, W]` for two images, `[P, steps, C, H, W]` for two batches of P.
     `mode`: "slerp" (spherical, the default) or "lerp" (a straight line)."""
-    from aevae.callbacks.latents import INTERPOLATIONS
     from aevae.callbacks.media import decoded_paths
     from aevae.config import UserError
+    from aevae.sampling.latents import INTERPOLATIONS
 
     if mode not in INTERPOLATIONS:
         raise UserError(f"mode={mode!r} is not one of {sorted(INTERPOLATIONS)}")

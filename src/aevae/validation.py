@@ -30,7 +30,7 @@ DATASET_NAMES = (  # aevae.data.shapes.NAMES
 )
 MNIST_FAMILY = DATASET_NAMES[:3]
 NOISES = ("gaussian", "salt_pepper", "mask")  # aevae.data.noise.NOISES
-INTERPOLATIONS = ("slerp", "lerp")  # aevae.callbacks.latents.INTERPOLATIONS
+INTERPOLATIONS = ("slerp", "lerp")  # aevae.sampling.latents.INTERPOLATIONS
 TRAIN_IMAGES = 60_000  # in each of the MNIST family
 MAX_BITS = 24  # uniform quantization of float32 codes: beyond 24 bits it stores nothing more
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")

@@ -8,7 +8,6 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor as LightningLearningRateMonitor
 
-from aevae.callbacks.latents import encode_all, has_prior, kl_per_dim, posterior_all
 from aevae.callbacks.tensorboard import (
     SPLITS,
     TensorBoardCallback,
@@ -19,6 +18,7 @@ from aevae.callbacks.tensorboard import (
     positive_int,
 )
 from aevae.models import Autoencoder
+from aevae.sampling.latents import encode_all, kl_per_dim, posterior_all
 
 
 def add_histogram(writer: Any, tag: str, values: torch.Tensor, step: int, bins: int) -> None:
@@ -101,7 +101,7 @@ class LatentHistograms(TensorBoardCallback):
             self._images = pick_images(trainer, self.split, self.num_images, self.seed, pl_module.device)[0]
         kl = None
         with evaluating(pl_module):
-            if has_prior(pl_module):
+            if hasattr(pl_module, "posterior"):  # a Gaussian posterior: its KL per dim too
                 codes, log_var = posterior_all(pl_module, self._images)
                 kl = kl_per_dim(codes, log_var).cpu()
             else:

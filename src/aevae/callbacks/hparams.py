@@ -7,9 +7,9 @@ from typing import Any
 
 import lightning as L
 
-from aevae import internals
 from aevae.callbacks import trackers
 from aevae.callbacks.tensorboard import TensorBoardCallback
+from aevae.engine import internals
 from aevae.models import Autoencoder
 
 

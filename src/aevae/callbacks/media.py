@@ -12,10 +12,10 @@ import torch
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from aevae.callbacks.latents import INTERPOLATIONS, encode_all, prior_codes
 from aevae.callbacks.tensorboard import SPLITS, ImageCallback, choice, pick_images, positive_int
 from aevae.config import UserError
 from aevae.models import Autoencoder
+from aevae.sampling.latents import INTERPOLATIONS, encode_all, prior_codes
 
 
 def decoded_images(model: Autoencoder, z: Tensor) -> Tensor:

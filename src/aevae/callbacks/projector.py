@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import lightning as L
 
-from aevae.callbacks.latents import encode_all
 from aevae.callbacks.tensorboard import (
     SPLITS,
     TensorBoardCallback,
@@ -14,6 +13,7 @@ from aevae.callbacks.tensorboard import (
     positive_int,
 )
 from aevae.models import Autoencoder
+from aevae.sampling.latents import encode_all
 
 
 def class_names(datamodule: object) -> list[str] | None:

@@ -18,10 +18,10 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
-from aevae import internals
 from aevae.callbacks import trackers
 from aevae.config import UserError
 from aevae.data import to_float
+from aevae.engine import internals
 
 log = logging.getLogger("aevae.callbacks")
 

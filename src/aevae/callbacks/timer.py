@@ -8,8 +8,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from aevae import internals
 from aevae.data.batches import count_images
+from aevae.engine import internals
 
 
 class EpochTimer(L.Callback):

@@ -15,7 +15,6 @@ import lightning as L
 import torch
 from torchvision import datasets
 
-from aevae import internals
 from aevae.data import sources
 from aevae.data.batches import TensorBatches, binarize, shuffled, to_float
 from aevae.data.cache import cache_folder, fingerprint, load_or_build
@@ -23,7 +22,8 @@ from aevae.data.embedded import embedded_root, has_mnist
 from aevae.data.idx import DataError, check_idx, idx_count, unpack_archives
 from aevae.data.noise import Corruption
 from aevae.data.shapes import NAMES, image_shape
-from aevae.distributed import eval_shard
+from aevae.engine import internals
+from aevae.engine.distributed import eval_shard
 from aevae.files import write_text
 
 log = logging.getLogger(__name__)

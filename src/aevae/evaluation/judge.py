@@ -87,7 +87,7 @@ def _train(run_dir: Path, data: dict[str, Any], epochs: int) -> None:
     command = [
         sys.executable,
         "-m",
-        "aevae.train",
+        "aevae.commands.train",
         "experiment=digit_judge",
         f"data={data.get('name', 'mnist')}",
         *quote_paths(settings),

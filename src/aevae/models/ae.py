@@ -23,11 +23,15 @@ class AE(Autoencoder):
         super().__init__(*args, **kwargs)
         self.latent_activation = activation(latent_activation)
 
-    def encode(self, x: Tensor) -> Tensor:
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         return self.latent_activation(self.encoder(x))
 
     def terms(
-        self, x: Tensor, target: Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        x: Tensor,
+        target: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        y: Tensor | None = None,
     ) -> dict[str, Tensor]:
         target = x if target is None else target  # deterministic: no noise to draw
         return {"loss": self.likelihood(self.decode(self.encode(x)), target)}

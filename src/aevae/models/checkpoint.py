@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from aevae.checkpointing import LAST, peek
 from aevae.config import UserError
+from aevae.engine.checkpointing import LAST, peek
 from aevae.models.base import Autoencoder
 
 

@@ -25,7 +25,11 @@ class IWAE(VAE):
             )
 
     def terms(
-        self, x: Tensor, target: Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        x: Tensor,
+        target: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        y: Tensor | None = None,
     ) -> dict[str, Tensor]:
         mu, log_var, z, recon = self.sample(x, self.k, target, generator)
         log_w = log_prior_over_posterior(z, mu, log_var) - recon  # [k, B]

@@ -10,7 +10,7 @@ import torch
 import torchmetrics
 from torch import Tensor, nn
 
-from aevae.chunked import ChunkedTraining
+from aevae.engine.chunked import ChunkedTraining
 
 EVAL_STAGES = ("val", "test")
 
@@ -40,7 +40,7 @@ class Model(ChunkedTraining):
         )
         #: The run's resolved config, stored in checkpoints as plain containers.
         self.run_config: dict[str, Any] | None = None
-        #: Seeds the noise of validation and test (the run's `seed`; aevae.train sets it).
+        #: Seeds the noise of validation and test (the run's `seed`; aevae.commands.train sets it).
         self.eval_seed = 0
 
     def evaluate(self, batch: Sequence[Tensor], generator: torch.Generator | None = None) -> dict[str, Any]:

@@ -24,6 +24,7 @@ class VAE(Autoencoder):
 
     code_factor = 2  # the posterior head: mean and log-variance per latent dim
     term_names = ("loss", "recon", "kl", "neg_elbo")
+    has_prior = True
 
     def __init__(
         self,
@@ -45,8 +46,13 @@ class VAE(Autoencoder):
         mu, log_var = self.encoder(x).chunk(2, dim=1)
         return mu, log_var
 
-    def encode(self, x: Tensor) -> Tensor:
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         return self.posterior(x)[0]
+
+    def prior_codes(
+        self, n: int, generator: torch.Generator | None = None, y: Tensor | None = None
+    ) -> Tensor:
+        return torch.randn(n, self.latent_dim, generator=generator, device=self.device)
 
     def sample(
         self,
@@ -70,7 +76,11 @@ class VAE(Autoencoder):
         return log_prior_over_posterior(z, mu, log_var) - recon
 
     def terms(
-        self, x: Tensor, target: Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        x: Tensor,
+        target: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        y: Tensor | None = None,
     ) -> dict[str, Tensor]:
         if self.k == 1:  # the default, without the draws dim of `sample`: its views and mean
             # made a default training step on a CPU ~4% slower than these three lines

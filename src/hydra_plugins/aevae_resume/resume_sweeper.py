@@ -10,7 +10,7 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
-from aevae.internals import basic_sweeper, hydra_config_as
+from aevae.engine.internals import basic_sweeper, hydra_config_as
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ class ResumeSweeper(basic_sweeper()):  # type: ignore[misc]
     and hands the others to the sweep's launcher. multirun.yaml is left as it was."""
 
     def sweep(self, arguments: list[str]) -> Any:
-        from aevae.sweeps import relaunches, saved_overrides
+        from aevae.commands.sweeps import relaunches, saved_overrides
 
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         sweep_dir = Path(self.config.hydra.sweep.dir)

@@ -42,7 +42,7 @@ def job_command(local_rank: int) -> tuple[Sequence[str], str]:
 
 def start_children_with_job_command() -> None:
     """Make Lightning's DDP launcher use `job_command` for the child ranks it starts."""
-    from aevae.internals import start_ddp_children_with
+    from aevae.engine.internals import start_ddp_children_with
 
     start_ddp_children_with(job_command)
 

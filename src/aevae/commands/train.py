@@ -21,7 +21,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from aevae.cli import answer_version
+from aevae.commands.cli import answer_version
 from aevae.config import CONFIG_DIR, UserError, one_line_errors, quote_paths, user_error
 from aevae.files import DiskError, write_text  # also registers ${aevae.new_dir:...} of conf/hydra
 from aevae.validation import validate
@@ -37,7 +37,7 @@ class Run:
     model: Any
     trainer: Any
     ckpt_path: str | None = None  # to start from, "last" resolved
-    stopper: Any = None  # aevae.signals.StopOnSignal: signals stop training at an optimizer step
+    stopper: Any = None  # aevae.engine.signals.StopOnSignal: signals stop training at an optimizer step
 
 
 def _tidy_library_output() -> None:
@@ -66,15 +66,15 @@ def build(cfg: DictConfig) -> Run:
     from hydra.utils import instantiate
 
     from aevae.callbacks import trackers
-    from aevae.checkpointing import LAST, check_compatible, peek
-    from aevae.chunked import configure_chunks
-    from aevae.signals import StopOnSignal, continue_requeued
+    from aevae.engine.checkpointing import LAST, check_compatible, peek
+    from aevae.engine.chunked import configure_chunks
+    from aevae.engine.signals import StopOnSignal, continue_requeued
 
     _tidy_library_output()
     from hydra.core.hydra_config import HydraConfig
 
     if HydraConfig.initialized():
-        from aevae.distributed import start_children_with_job_command
+        from aevae.engine.distributed import start_children_with_job_command
 
         start_children_with_job_command()
 
@@ -216,16 +216,16 @@ def _task(cfg: DictConfig) -> Any:
         print(f"aevae-train: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
     if "SLURM_RESTART_COUNT" in os.environ:
-        from aevae.signals import forget_requeue
+        from aevae.engine.signals import forget_requeue
 
         forget_requeue()
     return _objective(cfg, metrics)
 
 
 def _is_stop(err: BaseException) -> bool:
-    """Whether `err` is a signal's stop. Only aevae.signals raises one: where it was never imported
+    """Whether `err` is a signal's stop. Only aevae.engine.signals raises one: where it was never imported
     (a config refused before anything was built) the answer is no, without importing Lightning."""
-    signals = sys.modules.get("aevae.signals")
+    signals = sys.modules.get("aevae.engine.signals")
     return signals is not None and isinstance(err, signals.Stopped)
 
 
@@ -234,7 +234,7 @@ def _report_stop(stop: Any, run_dir: Path) -> None:
     128 + the signal's number, also inside a sweep: the signal was meant for the whole process."""
     from lightning.pytorch.utilities import rank_zero_only
 
-    from aevae.signals import pass_on, requeue
+    from aevae.engine.signals import pass_on, requeue
 
     message = stop.message(run_dir, requeue(stop, run_dir))
     write_error(run_dir, message)
@@ -360,13 +360,13 @@ def main() -> Any:
         _require_plugins(args)
     resume = [a for a in args if a.startswith("resume=")]
     if not resume and "SLURM_RESTART_COUNT" in os.environ:  # a Slurm job that requeued itself
-        from aevae.signals import requeued_run_dir
+        from aevae.engine.signals import requeued_run_dir
 
         if found := requeued_run_dir():
             resume = [f"resume={found}"]
             args.append(resume[0])
     if resume:
-        from aevae.sweeps import is_sweep_dir, resume_command
+        from aevae.commands.sweeps import is_sweep_dir, resume_command
 
         others = [a for a in args if not a.startswith("resume=")]
         target = resume[-1].split("=", 1)[1]
@@ -374,14 +374,14 @@ def main() -> Any:
             if is_sweep_dir(target):
                 sys.argv = [sys.argv[0], *resume_command(target, others)]
             else:
-                from aevae.checkpointing import resume_overrides
+                from aevae.engine.checkpointing import resume_overrides
 
                 sys.argv = [sys.argv[0], *resume_overrides(target, others), resume[-1]]
     sys.argv = [sys.argv[0], *quote_paths(sys.argv[1:])]
     try:
         return _task()
     finally:
-        from aevae.summary import write_pending
+        from aevae.commands.summary import write_pending
 
         write_pending()  # a sweep with a failed job never reaches Hydra's on_multirun_end
 

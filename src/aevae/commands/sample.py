@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from aevae.cli import answer_version, standalone_app
+from aevae.commands.cli import answer_version, standalone_app
 from aevae.config import UserError, one_line_errors, quote_paths
 
 
@@ -28,10 +28,10 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
     import torch
     from torchvision.utils import make_grid, save_image
 
-    from aevae.callbacks.latents import encode_all, prior_codes
     from aevae.callbacks.media import decoded_images, interpolation_grid, reconstruction_grid
     from aevae.callbacks.tensorboard import fixed_indices
     from aevae.loading import load_run, split_images
+    from aevae.sampling.latents import encode_all, prior_codes
 
     options = cfg.sample
     if options.reconstructions % options.per_row:

@@ -24,7 +24,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from aevae.cli import argument_parser
+from aevae.commands.cli import argument_parser
 from aevae.config import PER_LAUNCH_KEYS
 from aevae.files import atomic_open, write_text
 

@@ -11,11 +11,6 @@ from aevae.losses import kl_std_normal
 from aevae.models import VAE, Autoencoder
 
 
-def has_prior(model: Autoencoder) -> bool:
-    """Whether the model was trained towards the N(0, I) prior, so that prior draws decode to images."""
-    return isinstance(model, VAE)
-
-
 def encode_all(model: Autoencoder, images: Tensor, batch_size: int = 1000) -> Tensor:
     """Deterministic codes (the VAE's posterior means) of `images`, a batch at a time."""
     return torch.cat([model.encode(x) for x in images.split(batch_size)])
@@ -57,7 +52,7 @@ def prior_codes(model: Autoencoder, noise: Tensor, fit_codes: Callable[[], Tenso
     """Codes that decode to new images, from standard-normal `noise [N, D]`: the prior's own draws
     for a VAE; for an AE, which has no prior, draws of a Gaussian fitted to `fit_codes()`
     (called only then: training codes)."""
-    return noise if has_prior(model) else gaussian_draws(noise, *fit_gaussian(fit_codes()))
+    return noise if model.has_prior else gaussian_draws(noise, *fit_gaussian(fit_codes()))
 
 
 def lerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:

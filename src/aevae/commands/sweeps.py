@@ -19,8 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from aevae import internals
 from aevae.config import PER_LAUNCH_KEYS, UserError, quoted
+from aevae.engine import internals
 
 SWEEP_FILE = "multirun.yaml"
 METRICS = "metrics.json"

@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from aevae.cli import answer_version, standalone_app
+from aevae.commands.cli import answer_version, standalone_app
 from aevae.config import UserError, one_line_errors, quote_paths
 from aevae.files import DiskError, atomic_open, writable_dir, write_text
 
@@ -51,7 +51,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     validate(cfg)
     import torch
 
-    from aevae.callbacks.latents import encode_all, has_prior, prior_codes
     from aevae.callbacks.media import decoded_images
     from aevae.callbacks.tensorboard import fixed_indices
     from aevae.data.shapes import num_classes
@@ -63,6 +62,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from aevae.evaluation.representation import knn_accuracy, linear_probe_accuracy
     from aevae.loading import load_run, split_images
     from aevae.metrics import ActiveUnits
+    from aevae.sampling.latents import encode_all, prior_codes
 
     clock, options = Stopwatch(), cfg.eval
     with clock("load"):
@@ -81,7 +81,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             active = ActiveUnits(model.latent_dim).to(device)
             active.update(test_codes)
             metrics["latent/active_units"] = active.compute().item()
-        if has_prior(model):
+        if hasattr(model, "log_weights"):  # a likelihood model: its bounds on log p(x)
             with clock("likelihood"):
                 some = test_x
                 if options.iw_images is not None and options.iw_images < len(test_x):
@@ -154,9 +154,9 @@ def _data_config(model: Any, cfg: DictConfig) -> dict[str, Any]:
 
 def _likelihood(model: Any, images: Any, options: DictConfig, generator: Any) -> dict[str, float]:
     """Test-set means of the VAE's -ELBO and IW-NLL (from the same `iw_samples` draws), and its KL."""
-    from aevae.callbacks.latents import posterior_all
     from aevae.evaluation.likelihood import likelihood_bounds
     from aevae.losses import bits_per_dim, kl_std_normal
+    from aevae.sampling.latents import posterior_all
 
     totals = {"neg_elbo": 0.0, "iw_nll": 0.0}
     for x in images.split(options.batch_size):

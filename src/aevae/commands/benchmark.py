@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aevae.cli import argument_parser
+from aevae.commands.cli import argument_parser
 
 if TYPE_CHECKING:
     import torch
@@ -156,8 +156,8 @@ def hand_loop(model: str, dm: MNISTDataModule, epochs: int, device: torch.device
 # -- (c)/(d) aevae itself, through the same build path as `aevae-train` ----------------------
 def aevae_run(model: str, overrides: list[str], epochs: int) -> Result:
     from aevae.callbacks import EpochTimer
+    from aevae.commands.train import build
     from aevae.config import compose_config
-    from aevae.train import build
 
     with tempfile.TemporaryDirectory() as out:
         cfg = compose_config([f"model={model}", f"trainer.max_epochs={epochs}", *overrides], output_dir=out)
@@ -217,7 +217,7 @@ def measure(name: str, model: str, args: argparse.Namespace) -> Result:
     from aevae.data import MNISTDataModule
 
     device = torch.device(args.device)
-    if device.type != "cuda":  # as aevae-train does (see aevae.train.build), for every contender
+    if device.type != "cuda":  # as aevae-train does (see aevae.commands.train.build), for every contender
         os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
     dm = MNISTDataModule(root=args.data_root, download=False, train_size=args.train_size)
     accelerator = "gpu" if device.type == "cuda" else "cpu"
@@ -235,7 +235,16 @@ def measure(name: str, model: str, args: argparse.Namespace) -> Result:
 def _in_fresh_process(name: str, model: str, args: argparse.Namespace) -> Result:
     """Each measurement gets a process of its own: in a shared one, the order of runs
     changes the timings by more than the differences being measured."""
-    cmd = [sys.executable, "-m", "aevae.benchmark", "--worker", name, model, "--epochs", str(args.epochs)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "aevae.commands.benchmark",
+        "--worker",
+        name,
+        model,
+        "--epochs",
+        str(args.epochs),
+    ]
     cmd += ["--device", args.device, "--seed", str(args.seed)]
     cmd += ["--data-root", args.data_root] if args.data_root else []
     cmd += ["--train-size", str(args.train_size)] if args.train_size else []

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from aevae.cli import argument_parser
+from aevae.commands.cli import argument_parser
 from aevae.files import write_text
 
 #: (the tutorial's row, what is measured, eval.json metric, format); "↓"/"↑": lower/higher is better.

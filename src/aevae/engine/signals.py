@@ -262,7 +262,7 @@ def requeued_run_dir() -> str | None:
 def continue_requeued(run_dir: str | Path) -> str | None:
     """ "last" (as `ckpt_path=last`) in a requeued Slurm job whose run dir holds a last.ckpt: a
     fixed `hydra.run.dir`, a job dir of the submitit launcher, or one found by `requeued_run_dir`."""
-    from aevae.checkpointing import LAST
+    from aevae.engine.checkpointing import LAST
 
     if int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) < 1:
         return None

@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from aevae.cli import answer_version, standalone_app
+from aevae.commands.cli import answer_version, standalone_app
 from aevae.config import UserError, one_line_errors, quote_paths, require
 
 #: format -> the suffix of its files.
@@ -132,7 +132,6 @@ class Part:
 
 def describe(model: Any, checkpoint: Path, parts: dict[str, Part]) -> dict[str, Any]:
     """What a user of the files needs to know: shapes, dtype, input range, pixels, prior."""
-    from aevae.callbacks.latents import has_prior
     from aevae.losses import ReconstructionLoss
 
     if type(model.likelihood).mean is not ReconstructionLoss.mean:
@@ -161,10 +160,10 @@ def describe(model: Any, checkpoint: Path, parts: dict[str, Part]) -> dict[str, 
         },
         "pixels": "sigmoid(logits)",  # the decoder's: the mean of every aevae likelihood
         "likelihood": type(model.likelihood).__name__,
-        "prior": {"distribution": "normal", "mean": 0.0, "std": 1.0} if has_prior(model) else None,
+        "prior": {"distribution": "normal", "mean": 0.0, "std": 1.0} if model.has_prior else None,
         "sample": (
             "sigmoid(decoder(z)) for z ~ N(0, I) of shape [n, latent_dim]"
-            if has_prior(model)
+            if model.has_prior
             else "an AE has no prior: decode codes near those of real images (encoder outputs)"
         ),
         "files": {},

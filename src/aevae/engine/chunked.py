@@ -28,9 +28,9 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from aevae import internals
 from aevae.config import UserError
-from aevae.graphs import CudaGraphs, StepGraph, baked_values, graph_unavailable
+from aevae.engine import internals
+from aevae.engine.graphs import CudaGraphs, StepGraph, baked_values, graph_unavailable
 from aevae.metrics import RunningTerms
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class ChunkedTraining(L.LightningModule):
         #: Capture each training step as a CUDA graph where that is possible (aevae.graphs).
         self.cuda_graph = True
         self._graph: StepGraph | bool | None = None  # False: eager steps, decided at the first step
-        #: The stop signal received, 0 if none (`aevae.signals.StopOnSignal.requested`).
+        #: The stop signal received, 0 if none (`aevae.engine.signals.StopOnSignal.requested`).
         self.stop_requested: Callable[[], int] = _never
         self._steps_into_chunk = 0  # steps of the current chunk done when a signal stopped training
         self._resume_inside_chunk = 0  # ... and those to skip of the first chunk after resuming there
@@ -133,6 +133,10 @@ class ChunkedTraining(L.LightningModule):
     def batch_terms(self, batch: Sequence[Tensor]) -> dict[str, Tensor]:
         """The terms of one batch `(inputs, labels[, targets])`: by default `terms(inputs)`."""
         return self.terms(batch[0])
+
+    def after_step(self) -> None:
+        """Called after every optimizer step, inside it (and inside its CUDA graph): updates of
+        buffers that gradients do not train."""
 
     def training_step(self, chunk: list[Sequence[Tensor]] | Sequence[Tensor], chunk_idx: int) -> None:
         batches = chunk if isinstance(chunk, list) else [chunk]
@@ -176,7 +180,7 @@ class ChunkedTraining(L.LightningModule):
         is taken before Lightning counts the chunk as processed, so a resumed run starts this chunk
         again, skipping the steps done (`aevae_steps_into_chunk`): the same batches, binarization
         and noise as an uninterrupted run, which are drawn per chunk."""
-        from aevae.signals import Stopped
+        from aevae.engine.signals import Stopped
 
         self._steps_into_chunk = steps_done
         raise Stopped(signum, self.global_step)
@@ -192,6 +196,7 @@ class ChunkedTraining(L.LightningModule):
         if self.gradient_clip_val:
             self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
         optimizer.step()
+        self.after_step()
         return loss.detach(), torch.stack([terms[name].detach() for name in self.term_names])
 
     # -- the step as one CUDA graph (aevae.graphs) ----------------------------------------
@@ -213,7 +218,7 @@ class ChunkedTraining(L.LightningModule):
 
     # -- what Lightning's optimizer wrapper and DDP reducer would have done ------------
     def _count_optimizer_steps(self, n: int) -> None:
-        """Make Lightning count `n` optimizer steps for this chunk (aevae.internals says how)."""
+        """Make Lightning count `n` optimizer steps for this chunk (aevae.engine.internals says how)."""
         internals.count_optimizer_steps(self.trainer, n)
 
     def training_progress(self) -> float:

@@ -57,7 +57,7 @@ def start_ddp_children_with(job_command: Callable[[int], tuple[Sequence[str], st
     """Make Lightning's DDP launcher start ranks 1..N-1 with `job_command(local_rank)`.
 
     Under Hydra it re-runs `sys.argv`, which inside a multirun still holds `-m` and the sweep
-    lists (aevae.distributed says why that fails); the command it uses is this module-level
+    lists (aevae.engine.distributed says why that fails); the command it uses is this module-level
     function of its launcher, with no setting of its own.
     """
     from lightning.pytorch.strategies.launchers import subprocess_script
