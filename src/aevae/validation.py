@@ -109,6 +109,7 @@ RULES = (
     Rule("latent_dim", "an integer >= 1", int_at_least(1)),
     Rule("seed", "an integer", _is_int),
     Rule("test", "true or false", lambda v: isinstance(v, bool)),
+    Rule("evaluate", "true or false", lambda v: isinstance(v, bool)),
     Rule("steps_per_chunk", "auto or an integer >= 1", lambda v: v == "auto" or int_at_least(1)(v)),
     Rule("cuda_graph", "true or false", lambda v: isinstance(v, bool)),
     Rule("data.name", f"one of {', '.join(DATASET_NAMES)}", one_of(DATASET_NAMES)),

@@ -40,10 +40,21 @@ def standalone_app(name: str) -> Callable[[Callable[[Any], Any]], Callable[[], A
     from omegaconf import OmegaConf
 
     store = ConfigStore.instance()
-    store.store(name=name, node=OmegaConf.load(CONFIG_DIR / f"{name}.yaml"))
+    node = OmegaConf.load(CONFIG_DIR / f"{name}.yaml")
+    store.store(name=name, node=node)
+    for group, option in _own_groups(node):  # e.g. evaluation: default, shared with aevae-train
+        path = CONFIG_DIR / group / f"{option}.yaml"
+        package = path.read_text().splitlines()[0].removeprefix("# @package ").strip()
+        store.store(group=group, name=option, node=OmegaConf.load(path), package=package)
     help_page = OmegaConf.load(CONFIG_DIR / "hydra" / "help" / f"{name}.yaml")
     store.store(group="hydra/help", name=name, node=help_page, package="hydra.help")
     return hydra.main(version_base="1.3", config_path="pkg://hydra.conf", config_name=name)
+
+
+def _own_groups(node: Any) -> list[tuple[str, str]]:
+    """The (group, option) entries of a config's defaults list that come from conf/ (not Hydra's)."""
+    entries = [next(iter(e.items())) for e in node.get("defaults", []) if not isinstance(e, str)]
+    return [(g, o) for g, o in entries if not g.startswith("override ") and (CONFIG_DIR / g).is_dir()]
 
 
 def argument_parser(program: str, doc: str | None) -> argparse.ArgumentParser:

@@ -6,6 +6,10 @@ into `--out`: `compare.md`, one column per run and the tutorial's rows
 regularisation: active units and smoothness; generation: prior-sample
 digit-likeness; then representation, compression and denoising), and
 `compare.png`, the runs' prior samples side by side.
+
+A sweep dir stands for its evaluated jobs (the model zoo: `aevae-compare SWEEP_DIR --rank`).
+With `--rank`, every measure with a better direction (↓/↑) gives each run its place among the
+runs that have it: `85.1 (2)`.
 """
 
 from __future__ import annotations
@@ -23,14 +27,21 @@ ROWS = (
     ("", "reconstruction BCE, nats/image ↓", "recon/bce", ".1f"),
     ("", "−ELBO, nats/image ↓", "likelihood/neg_elbo", ".1f"),
     ("", "importance-weighted NLL, nats/image ↓", "likelihood/iw_nll", ".1f"),
+    ("", "−ELBO, bits/dim ↓", "likelihood/neg_elbo_bits_per_dim", ".4f"),
+    ("", "importance-weighted NLL, bits/dim ↓", "likelihood/iw_nll_bits_per_dim", ".4f"),
     ("", "importance samples per image", "likelihood/iw_samples", ".0f"),
     ("", "test images in those estimates", "likelihood/images", ".0f"),
     ("regularisation: KL to the prior", "KL, nats/image", "likelihood/kl", ".1f"),
     ("", "active units", "latent/active_units", ".0f"),
+    ("", "total correlation of the code, nats ↓", "latent/tc", ".2f"),
+    ("", "code sparsity (fraction near 0)", "latent/sparsity", ".3f"),
+    ("", "VQ codebook perplexity", "test/perplexity", ".1f"),
     ("", "interpolation: RMS change per step ↓", "smoothness/step_change", ".4f"),
     ("", "interpolation: largest / mean step ↓", "smoothness/max_step_ratio", ".3f"),
     ("generation: sampling new images", "prior samples: digit-likeness ↑", "samples/digit_likeness", ".3f"),
     ("", "prior samples: inception score ↑", "samples/inception_score", ".2f"),
+    ("", "prior samples: Fréchet distance (judge) ↓", "samples/fd_judge", ".2f"),
+    ("", "conditional samples: judge accuracy ↑", "samples/conditional_accuracy", ".4f"),
     ("representation", "linear probe accuracy ↑", "repr/linear_probe", ".4f"),
     ("", "5-NN accuracy ↑", "repr/knn", ".4f"),
     ("compression", "bits per latent dim", "compression/bits", ".0f"),
@@ -38,7 +49,59 @@ ROWS = (
     ("", "PSNR of the quantized code, dB ↑", "compression/psnr", ".2f"),
     ("denoising", "PSNR of the noisy images, dB", "denoise/psnr_noisy", ".2f"),
     ("", "PSNR of the denoised images, dB ↑", "denoise/psnr_denoised", ".2f"),
+    ("cost", "training s/epoch ↓", "perf/train_epoch_s", ".1f"),
 )
+#: Sample quality per sampler (eval.samplers): (measure, format), as `samples/<sampler>/<measure>`.
+SAMPLER_ROWS = (
+    ("digit_likeness", "digit-likeness ↑", ".3f"),
+    ("inception_score", "inception score ↑", ".2f"),
+    ("fd_judge", "Fréchet distance (judge) ↓", ".2f"),
+)
+
+
+def rows(reports: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """ROWS, with one row per sampler and measure that a report has after "generation"."""
+    keys = {key for r in reports for key in r["metrics"]}
+    samplers = sorted({k.split("/")[1] for k in keys if k.startswith("samples/") and k.count("/") == 2})
+    extra = [
+        ("", f"{sampler} samples: {label}", f"samples/{sampler}/{measure}", fmt)
+        for sampler in samplers
+        for measure, label, fmt in SAMPLER_ROWS
+    ]
+    at = next(i for i, row in enumerate(ROWS) if row[2] == "samples/conditional_accuracy") + 1
+    return [*ROWS[:at], *extra, *ROWS[at:]]
+
+
+def ranks(values: list[float | None], label: str) -> list[int | None]:
+    """Each value's place (1: best) among the present ones, by the label's ↓/↑; None without one."""
+    if "↓" not in label and "↑" not in label:
+        return [None] * len(values)
+    sign = 1 if "↓" in label else -1
+    present = sorted(sign * v for v in values if v is not None)
+    return [None if v is None else present.index(sign * v) + 1 for v in values]
+
+
+def expand(paths: list[Path]) -> list[Path]:
+    """Run dirs and eval.json files as given; a sweep dir (its multirun.yaml) as its evaluated jobs,
+    in job order."""
+    runs: list[Path] = []
+    for path in paths:
+        if (path / "multirun.yaml").is_file():
+            jobs = [
+                d for d in path.iterdir() if (d / "eval.json").is_file() and d.name.split("_")[0].isdigit()
+            ]
+            if not jobs:
+                raise SystemExit(f"aevae-compare: error: no job of the sweep {path} has an eval.json")
+            runs += sorted(jobs, key=_job_number)
+        else:
+            runs.append(path)
+    return runs
+
+
+def _job_number(run_dir: Path) -> int | None:
+    """N of a sweep's job dir `N_<overrides>`; None for another dir."""
+    number = run_dir.name.split("_")[0]
+    return int(number) if number.isdigit() and "_" in run_dir.name else None
 
 
 def read_eval(run: Path) -> dict[str, Any]:
@@ -48,21 +111,29 @@ def read_eval(run: Path) -> dict[str, Any]:
     if not path.is_file():
         raise SystemExit(f"aevae-compare: error: {path} does not exist; run aevae-eval run_dir={run} first")
     report = json.loads(path.read_text())
+    if (trained := path.parent / "metrics.json").is_file():  # the run's own test metrics and timing
+        report["metrics"] = {**json.loads(trained.read_text()), **report["metrics"]}
     report["dir"] = path.parent
-    report["name"] = f"{report['model']} ({path.parent.name})"
+    job = _job_number(path.parent)  # a sweep's job dir names all its overrides: its number is enough
+    report["name"] = f"{report['model']} ({path.parent.name if job is None else f'job {job}'})"
     report["title"] = f"{report['model']}, latent_dim {report['latent_dim']}"
     return report
 
 
-def markdown_table(reports: list[dict[str, Any]]) -> str:
-    """The ROWS that any report has, one column per report; a dash where a model has no such measure."""
+def markdown_table(reports: list[dict[str, Any]], rank: bool = False) -> str:
+    """The rows that any report has, one column per report; a dash where a model has no such
+    measure; with `rank`, each value's place among the runs in brackets."""
     header = ["tutorial's row", "measure", *(r["name"] for r in reports)]
     lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * len(reports)]
-    for section, label, key, fmt in ROWS:
+    for section, label, key, fmt in rows(reports):
         values = [r["metrics"].get(key) for r in reports]
         if all(v is None for v in values):
             continue
-        cells = ["—" if v is None else format(v, fmt) for v in values]
+        places = ranks(values, label) if rank else [None] * len(values)
+        cells = [
+            "—" if v is None else format(v, fmt) + ("" if p is None else f" ({p})")
+            for v, p in zip(values, places, strict=True)
+        ]
         lines.append(f"| {section} | {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -92,7 +163,10 @@ def samples_figure(reports: list[dict[str, Any]], path: Path) -> Path | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argument_parser("aevae-compare", __doc__)
-    parser.add_argument("runs", nargs="+", type=Path, help="run dirs holding eval.json (or eval.json files)")
+    parser.add_argument(
+        "runs", nargs="+", type=Path, help="run dirs holding eval.json (or eval.json files), or sweep dirs"
+    )
+    parser.add_argument("--rank", action="store_true", help="each value's place among the runs, (1) best")
     parser.add_argument(
         "--out", type=Path, default=Path("compare"), help="where to write (default: ./compare)"
     )
@@ -100,13 +174,14 @@ def main(argv: list[str] | None = None) -> int:
         "--names", nargs="+", metavar="NAME", help="one column title per run (default: model and job dir)"
     )
     args = parser.parse_args(argv)
+    args.runs = expand(args.runs)
     if args.names and len(args.names) != len(args.runs):
         parser.error(f"--names needs one name per run: got {len(args.names)} for {len(args.runs)} runs")
     reports = [read_eval(run) for run in args.runs]
     for report, name in zip(reports, args.names or (), strict=False):
         report["name"] = report["title"] = name
     args.out.mkdir(parents=True, exist_ok=True)
-    table = markdown_table(reports)
+    table = markdown_table(reports, rank=args.rank)
     write_text(args.out / "compare.md", table)
     figure = samples_figure(reports, args.out / "compare.png")
     print(table)

@@ -141,6 +141,12 @@ def write_summary(sweep_dir: Path, out: Path | None = None) -> tuple[list[dict[s
     out.mkdir(parents=True, exist_ok=True)
     jobs = summarize(sweep_dir)
     write_tables(jobs, out)
+    if any(sweep_dir.glob("*/eval.json")):  # evaluated jobs (evaluate=true, the zoo): their ranking too
+        from aevae.commands.compare import expand, markdown_table, read_eval, samples_figure
+
+        reports = [read_eval(run) for run in expand([sweep_dir])]
+        write_text(out / "compare.md", markdown_table(reports, rank=True))
+        samples_figure(reports, out / "compare.png")
     return jobs, plot(jobs, out)
 
 

@@ -177,10 +177,33 @@ def train(cfg: DictConfig) -> dict[str, float]:
             best = getattr(checkpointing, "best_model_path", "")
             trainer.test(run.model, datamodule=run.datamodule, ckpt_path=best or None, weights_only=True)
             metrics |= {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    if seconds := _epoch_seconds(trainer):
+        metrics["perf/train_epoch_s"] = seconds
     log.info("metrics (rank %d): %s", trainer.global_rank, json.dumps(metrics, sort_keys=True))
+    if cfg.get("evaluate") and trainer.is_global_zero:  # before metrics.json: the run's last part
+        _evaluate(cfg, output_dir)
     if trainer.is_global_zero and metrics:
         write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return metrics
+
+
+def _evaluate(cfg: DictConfig, run_dir: Path) -> None:
+    """`aevae-eval run_dir=<run_dir>` with this run's eval.* keys: eval.json in the run dir."""
+    from aevae.commands.eval import evaluate
+
+    eval_cfg = OmegaConf.load(CONFIG_DIR / "eval.yaml")  # aevae-eval's own keys, not its groups
+    for key in ("defaults", "hydra"):
+        del eval_cfg[key]
+    eval_cfg.merge_with({"run_dir": str(run_dir), "eval": cfg.eval})
+    evaluate(eval_cfg)
+
+
+def _epoch_seconds(trainer: Any) -> float | None:
+    """The mean training epoch's seconds, from the EpochTimer callback (when the run has one)."""
+    from aevae.callbacks import EpochTimer
+
+    timers = [cb for cb in trainer.callbacks if isinstance(cb, EpochTimer) and cb.epoch_seconds]
+    return sum(timers[0].epoch_seconds) / len(timers[0].epoch_seconds) if timers else None
 
 
 #: A failed run leaves its error here, in its run dir.

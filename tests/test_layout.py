@@ -1,0 +1,70 @@
+"""The layout keeps its promises: model files hold math, callbacks hold callbacks."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "aevae"
+
+#: What a model file may import: torch and friends, the model bases, losses, metrics, nets, errors.
+MODEL_IMPORTS = (
+    "__future__",
+    "collections",
+    "dataclasses",
+    "functools",
+    "itertools",
+    "math",
+    "typing",
+    "torch",
+    "torchmetrics",
+    "aevae.config",
+    "aevae.losses",
+    "aevae.metrics",
+    "aevae.models",
+    "aevae.validation",
+)
+#: The model package's own plumbing: the LightningModule bases and checkpoint loading.
+NOT_MODELS = {"__init__.py", "module.py", "checkpoint.py"}
+
+
+def imported_modules(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+MODEL_FILES = sorted(p for p in (SRC / "models").glob("*.py") if p.name not in NOT_MODELS)
+
+
+@pytest.mark.parametrize("path", MODEL_FILES, ids=lambda p: p.stem)
+def test_a_model_file_imports_math_only(path: Path) -> None:
+    allowed = tuple(f"{name}." for name in MODEL_IMPORTS)
+    foreign = {m for m in imported_modules(path) if m not in MODEL_IMPORTS and not m.startswith(allowed)}
+    assert not foreign, f"{path.name} imports {sorted(foreign)}: a model file holds math only"
+
+
+def test_the_check_sees_a_lightning_import(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import lightning as L\nfrom aevae.engine import internals\nimport torch\n")
+    assert imported_modules(bad) == {"lightning", "aevae.engine", "torch"}
+
+
+def test_callbacks_hold_callbacks_only() -> None:
+    """Every public class of aevae.callbacks is a Lightning callback (the latent helpers they share
+    with the commands live in aevae.sampling)."""
+    import inspect
+
+    import lightning as L
+
+    import aevae.callbacks as callbacks
+
+    for name in callbacks.__all__:
+        value = getattr(callbacks, name)
+        assert inspect.isclass(value) and issubclass(value, L.Callback), name
