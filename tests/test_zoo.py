@@ -1,0 +1,167 @@
+"""The model zoo: every model × net × likelihood trains, evaluates, samples and round-trips a
+checkpoint; the pairs that make no sense are refused in one line; experiment=zoo ranks them."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from aevae.commands.compare import expand, markdown_table, ranks, read_eval
+from aevae.commands.train import build
+from aevae.config import compose_config, user_error
+from aevae.models import load_checkpoint, resolve_checkpoint
+from conftest import EXE, QUIET, SMALL_DATA, mnist_root, run
+
+#: Every autoencoder of conf/model (the classifier and the VQ prior train on codes, not images).
+MODELS = (
+    "ae",
+    "vae",
+    "iwae",
+    "cvae",
+    "btcvae",
+    "vqvae",
+    "wae",
+    "vamp",
+    "hvae",
+    "sparse_ae",
+    "contractive_ae",
+)
+NETS = ("mlp", "conv")
+LOSSES = ("bce", "gaussian", "mse")
+#: What each model refuses, with the words its one line must hold.
+REFUSED = {
+    **{
+        (m, net, "mse"): "loss=mse" for m in ("vae", "iwae", "cvae", "btcvae", "vamp", "hvae") for net in NETS
+    },
+    ("vqvae", "mlp", "bce"): "model/net=conv",
+    ("vqvae", "mlp", "gaussian"): "model/net=conv",
+    ("vqvae", "mlp", "mse"): "model/net=conv",
+}
+SETTINGS = {"iwae": ["model.k=3"], "hvae": ["model.k=2"], "vamp": ["model.pseudo_inputs=8"]}
+TINY = (
+    f"data.root={mnist_root()}",
+    *SMALL_DATA,
+    *QUIET,
+    "logger=none",
+    "trainer.max_steps=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "model.hidden_dims=[32]",
+)
+
+
+def overrides(model: str, net: str, loss: str) -> list[str]:
+    return [f"model={model}", f"model/net={net}", f"loss={loss}", *TINY, *SETTINGS.get(model, [])]
+
+
+def batch(n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(n, 1, 28, 28, generator=generator).round(), torch.arange(n) % 10
+
+
+@pytest.mark.parametrize("model,net,loss", list(itertools.product(MODELS, NETS, LOSSES)))
+def test_every_model_net_and_likelihood(tmp_path: Path, model: str, net: str, loss: str) -> None:
+    """One optimizer step, the val/test measures, codes, prior draws and a state round trip, or
+    one line refusing the pair (the Lightning path of each model: the test below)."""
+    cfg = compose_config(overrides(model, net, loss), output_dir=tmp_path)
+    if (refusal := REFUSED.get((model, net, loss))) is not None:
+        with pytest.raises(Exception) as caught:
+            instantiate(cfg.model)
+        assert refusal in (user_error(caught.value) or ""), caught.value
+        return
+    torch.manual_seed(0)
+    module = instantiate(cfg.model)
+    optimizer = module.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    x, y = batch()
+    terms = module.batch_terms((x, y))
+    assert set(terms) == set(module.term_names) and all(t.shape == (len(x),) for t in terms.values())
+    terms["loss"].mean().backward()
+    optimizer.step()
+    module.after_step()
+    module.eval()
+    labels = y if module.conditional else None
+    with torch.no_grad():
+        values = module.evaluate((x, y), torch.Generator().manual_seed(1))
+        for name, value in values.items():
+            assert torch.isfinite(value).all(), name
+        codes = module.encode(x, labels)
+        images = module.likelihood.mean(module.decode(codes, labels))
+        assert images.shape == x.shape and torch.isfinite(images).all()
+        if module.has_prior:
+            drawn = module.prior_codes(4, torch.Generator().manual_seed(0), module.sample_labels(4))
+            assert module.decode(drawn, module.sample_labels(4)).shape[0] == 4
+        again = instantiate(cfg.model)
+        again.load_state_dict(module.state_dict())
+        torch.testing.assert_close(again.eval()(x, labels), module(x, labels))
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_fits_tests_and_loads_from_its_checkpoint(tmp_path: Path, model: str) -> None:
+    net = "conv" if model == "vqvae" else "mlp"
+    run_ = build(compose_config(overrides(model, net, "bce"), output_dir=tmp_path))
+    run_.trainer.fit(run_.model, datamodule=run_.datamodule)
+    (metrics,) = run_.trainer.test(run_.model, datamodule=run_.datamodule, verbose=False)
+    assert run_.trainer.global_step == 2
+    assert {f"test/{t}" for t in run_.model.term_names} <= set(metrics), metrics
+    assert all(math.isfinite(v) for v in metrics.values()), metrics
+    x, y = batch()
+    labels = y if run_.model.conditional else None
+    loaded = load_checkpoint(resolve_checkpoint(tmp_path, "run_dir"))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, labels), run_.model.eval()(x, labels))
+
+
+# -- the ranking ---------------------------------------------------------------------------------
+def test_ranks_follow_the_better_direction() -> None:
+    assert ranks([3.0, None, 1.0, 2.0], "NLL ↓") == [3, None, 1, 2]
+    assert ranks([0.5, 0.9, None], "accuracy ↑") == [2, 1, None]
+    assert ranks([1.0, 2.0], "importance samples per image") == [None, None]
+
+
+def test_zoo_sweep_trains_evaluates_and_ranks_every_model(tmp_path: Path) -> None:
+    """The zoo's real entry point on a tiny budget: every job trains, evaluates itself, and the
+    sweep's end writes one ranking table that holds every model."""
+    proc = run(
+        EXE,
+        "experiment=zoo",
+        f"hydra.sweep.dir={tmp_path / 'zoo'}",
+        f"data.root={mnist_root()}",
+        *SMALL_DATA,
+        *QUIET,
+        "trainer.max_steps=4",
+        "trainer.limit_val_batches=1",
+        "logger=none",
+        "eval.iw_samples=4",
+        "eval.iw_images=50",
+        "eval.num_samples=100",
+        "eval.interpolation_pairs=4",
+        "eval.judge_epochs=1",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = expand([tmp_path / "zoo"])
+    models = {json.loads((job / "eval.json").read_text())["model"] for job in jobs}
+    assert models == {
+        "AE",
+        "VAE",
+        "IWAE",
+        "CVAE",
+        "BTCVAE",
+        "VQVAE",
+        "WAE",
+        "VampVAE",
+        "HVAE",
+        "SparseAE",
+        "ContractiveAE",
+    }
+    table = (tmp_path / "zoo" / "compare.md").read_text()
+    assert table == markdown_table([read_eval(job) for job in jobs], rank=True)
+    nll = next(line for line in table.splitlines() if "importance-weighted NLL, nats" in line)
+    assert nll.count("(1)") == 1 and (tmp_path / "zoo" / "compare.png").is_file()
