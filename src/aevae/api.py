@@ -38,7 +38,7 @@ def train(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -
     """
     from hydra.errors import HydraException
 
-    from aevae.commands.train import own_distributed_setup, own_tracker_runs, write_error
+    from aevae.commands.train import is_stop, own_distributed_setup, own_tracker_runs, write_error
     from aevae.commands.train import train as fit
     from aevae.config import UserError, compose_config, quote_paths, user_error
 
@@ -51,7 +51,8 @@ def train(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -
         with own_distributed_setup(), own_tracker_runs():
             metrics = fit(cfg)
     except Exception as err:
-        write_error(run_dir, user_error(err) or traceback.format_exc())
+        stop = err.message(run_dir) if is_stop(err) else None  # type: ignore[attr-defined]
+        write_error(run_dir, stop or user_error(err) or traceback.format_exc())
         raise
     return Trained(metrics, run_dir)
 

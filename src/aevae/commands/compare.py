@@ -111,8 +111,9 @@ def read_eval(run: Path) -> dict[str, Any]:
     if not path.is_file():
         raise SystemExit(f"aevae-compare: error: {path} does not exist; run aevae-eval run_dir={run} first")
     report = json.loads(path.read_text())
-    if (trained := path.parent / "metrics.json").is_file():  # the run's own test metrics and timing
-        report["metrics"] = {**json.loads(trained.read_text()), **report["metrics"]}
+    for name in ("metrics.json", "timing.json"):  # the run's own test metrics and its s/epoch
+        if (trained := path.parent / name).is_file():
+            report["metrics"] = {**json.loads(trained.read_text()), **report["metrics"]}
     report["dir"] = path.parent
     job = _job_number(path.parent)  # a sweep's job dir names all its overrides: its number is enough
     report["name"] = f"{report['model']} ({path.parent.name if job is None else f'job {job}'})"

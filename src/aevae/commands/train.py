@@ -177,8 +177,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
             best = getattr(checkpointing, "best_model_path", "")
             trainer.test(run.model, datamodule=run.datamodule, ckpt_path=best or None, weights_only=True)
             metrics |= {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-    if seconds := _epoch_seconds(trainer):
-        metrics["perf/train_epoch_s"] = seconds
+    if trainer.is_global_zero and (seconds := _epoch_seconds(trainer)):  # not in metrics.json: a
+        # resumed run's metrics equal the uninterrupted run's, its timing does not
+        write_text(output_dir / "timing.json", json.dumps({"perf/train_epoch_s": seconds}) + "\n")
     log.info("metrics (rank %d): %s", trainer.global_rank, json.dumps(metrics, sort_keys=True))
     if cfg.get("evaluate") and trainer.is_global_zero:  # before metrics.json: the run's last part
         _evaluate(cfg, output_dir)
@@ -225,7 +226,7 @@ def _task(cfg: DictConfig) -> Any:
         with own_distributed_setup(), own_tracker_runs():
             metrics = train(cfg)
     except Exception as err:  # a mistake in the user's input gets one line, not a traceback
-        if _is_stop(err):
+        if is_stop(err):
             _report_stop(err, Path(hydra_cfg.runtime.output_dir))
         message = user_error(err)
         run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -245,7 +246,7 @@ def _task(cfg: DictConfig) -> Any:
     return _objective(cfg, metrics)
 
 
-def _is_stop(err: BaseException) -> bool:
+def is_stop(err: BaseException) -> bool:
     """Whether `err` is a signal's stop. Only aevae.engine.signals raises one: where it was never imported
     (a config refused before anything was built) the answer is no, without importing Lightning."""
     signals = sys.modules.get("aevae.engine.signals")

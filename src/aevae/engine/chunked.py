@@ -231,6 +231,7 @@ class ChunkedTraining(L.LightningModule):
         """Under DDP, several backward passes in one DDP forward would break its reducer:
         switch it off and average gradients per step in `_average_gradients` instead."""
         self._restore_rng()
+        self._steps_into_chunk = 0  # a stop of an earlier fit of this model is not this fit's
         self._graph = None  # decided again for this fit's optimizer at its first step
         self._distributed = self.trainer.world_size > 1
         wrapper = self.trainer.strategy.model

@@ -151,9 +151,9 @@ class StopOnSignal(L.Callback):
             log.info("checkpoint of step %d: %s", exception.step, self.checkpoint)
 
     def on_test_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        self.raise_if_requested(trainer, checkpointed=False)  # training is over: its checkpoint is there
+        self.raise_if_requested(trainer)  # training is over: its checkpoint is there
 
-    def raise_if_requested(self, trainer: L.Trainer, checkpointed: bool = False) -> None:
+    def raise_if_requested(self, trainer: L.Trainer) -> None:
         """Outside the training loop (after fit, during test): stop here, saying so; under DDP every
         rank stops when any got a signal (in the loop the per-chunk all-reduce agrees on it)."""
         signum = self.signum
@@ -163,7 +163,7 @@ class StopOnSignal(L.Callback):
             flag = torch.tensor(signum, device=trainer.strategy.root_device)
             signum = int(trainer.strategy.reduce(flag, reduce_op=torch.distributed.ReduceOp.MAX))
         if signum:
-            raise Stopped(signum, trainer.global_step, self.total, checkpointed)
+            raise Stopped(signum, trainer.global_step, self.total, checkpointed=False)
 
 
 def stop_signals() -> tuple[int, ...]:
