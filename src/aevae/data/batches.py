@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import DistributedSampler, Sampler, SequentialSampler
 
+from aevae.rng import keyed_generator
+
 #: `(inputs, labels)`, or `(noisy inputs, labels, clean targets)` when the data are corrupted.
 Batch = tuple[torch.Tensor, ...]
 
@@ -24,7 +26,7 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 def binarize(x: torch.Tensor, key: tuple[int, ...]) -> torch.Tensor:
     """x ~ Bernoulli(x), from a generator seeded by `key` alone: the same draw for the same
     (seed, epoch, position), so a resumed run sees exactly the images it would have seen."""
-    generator = torch.Generator(device=x.device).manual_seed(hash(key) & (2**63 - 1))
+    generator = keyed_generator(key, x.device)
     return torch.bernoulli(x, generator=generator)
 
 

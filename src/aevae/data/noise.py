@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from aevae.config import UserError
+from aevae.rng import keyed_generator
 
 
 def gaussian(x: Tensor, level: float, generator: torch.Generator) -> Tensor:
@@ -52,8 +53,7 @@ class Corruption:
 
     def __call__(self, x: Tensor, *place: int) -> Tensor:
         """`x` corrupted with the noise of the batch at `place` (e.g. epoch, first index)."""
-        generator = torch.Generator(device=x.device)
-        generator.manual_seed(hash((self.seed, *place)) & 0x7FFF_FFFF_FFFF_FFFF)
+        generator = keyed_generator((self.seed, *place), x.device)
         return NOISES[self.noise](x, self.level, generator)
 
     def __repr__(self) -> str:

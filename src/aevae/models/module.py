@@ -11,6 +11,7 @@ import torchmetrics
 from torch import Tensor, nn
 
 from aevae.engine.chunked import ChunkedTraining
+from aevae.rng import keyed_generator
 
 EVAL_STAGES = ("val", "test")
 
@@ -66,7 +67,7 @@ class Model(ChunkedTraining):
         validation draws the same noise, so epochs (and checkpoints) compare on equal terms.
         """
         place = (self.eval_seed, EVAL_STAGES.index(stage), dataloader_idx, batch_idx, self.global_rank)
-        return torch.Generator(self.device).manual_seed(hash(place) & 0x7FFF_FFFF_FFFF_FFFF)  # ints: no salt
+        return keyed_generator(place, self.device)
 
     def _update(self, batch: Sequence[Tensor], stage: str, batch_idx: int, dataloader_idx: int = 0) -> None:
         values = self.evaluate(batch, self.eval_generator(stage, batch_idx, dataloader_idx))
