@@ -41,6 +41,8 @@ def standalone_app(name: str) -> Callable[[Callable[[Any], Any]], Callable[[], A
 
     store = ConfigStore.instance()
     store.store(name=name, node=OmegaConf.load(CONFIG_DIR / f"{name}.yaml"))
+    for option in sorted((CONFIG_DIR / "sampler").glob("*.yaml")):  # the group aevae-eval/-sample pick from
+        store.store(group="sampler", name=option.stem, node=OmegaConf.load(option))
     help_page = OmegaConf.load(CONFIG_DIR / "hydra" / "help" / f"{name}.yaml")
     store.store(group="hydra/help", name=name, node=help_page, package="hydra.help")
     return hydra.main(version_base="1.3", config_path="pkg://hydra.conf", config_name=name)
