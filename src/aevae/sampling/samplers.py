@@ -86,20 +86,23 @@ class GaussianSampler(Sampler):
         self.mean, self.factor = fit_gaussian(codes)
 
     def sample_flat(self, n: int, generator: torch.Generator | None) -> Tensor:
-        noise = torch.randn(n, len(self.mean), generator=generator, device=self.mean.device)
-        return gaussian_draws(noise.to(self.mean.dtype), self.mean, self.factor)
+        noise = torch.randn(
+            n, len(self.mean), generator=generator, device=self.mean.device, dtype=self.mean.dtype
+        )
+        return gaussian_draws(noise, self.mean, self.factor)
 
 
 class GMMSampler(Sampler):
     """A mixture of `components` full-covariance Gaussians fitted to the codes by EM.
 
-    EM runs in torch on the codes' device, in float64: scikit-learn's GaussianMixture would move
-    the codes to the host and fit there in NumPy, where this is a few batched matrix products
-    per iteration on the GPU. Every covariance gets `ridge` times the identity added (as
-    scikit-learn's `reg_covar`), which keeps it invertible for collapsed components and dead
-    code units. The means start from `init`: k-means++ seeding (Arthur & Vassilvitskii 2007)
-    or `components` random codes, from a generator seeded with `seed`; EM stops after
-    `iterations` or once the mean log-likelihood per code rises by less than `tolerance` nats.
+    EM runs in torch on the codes' device, in float64 (float32 on MPS, which has none):
+    scikit-learn's GaussianMixture would move the codes to the host and fit there in NumPy,
+    where this is a few matrix products per component and iteration on the GPU. Every
+    covariance gets `ridge` times the identity added (as scikit-learn's `reg_covar`), which
+    keeps it invertible for collapsed components and dead code units. The means start from
+    `init`: k-means++ seeding (Arthur & Vassilvitskii 2007) or `components` random codes, from a
+    generator seeded with `seed`; EM stops after `iterations` or once the mean log-likelihood
+    per code rises by less than `tolerance` nats.
 
     `log_likelihoods`: the mean log-likelihood per code at each E-step, in order (EM raises it).
     """
@@ -131,16 +134,14 @@ class GMMSampler(Sampler):
                 "to; use fewer components or fit to more images"
             )
         self.dtype = codes.dtype
-        x = codes.double()
+        x = codes.float() if codes.device.type == "mps" else codes.double()  # MPS has no float64
         generator = torch.Generator(x.device).manual_seed(self.seed)
         self.m_step(x, self.initial_responsibilities(x, generator))
-        self.log_likelihoods = []
+        self.log_likelihoods = history = []
         for _ in range(self.iterations):
             log_resp, log_likelihood = self.e_step(x)
-            self.log_likelihoods.append(log_likelihood.item())  # one host sync per EM iteration
-            if len(self.log_likelihoods) > 1 and self.log_likelihoods[-1] - self.log_likelihoods[-2] < (
-                self.tolerance
-            ):
+            history.append(log_likelihood.item())  # one host sync per EM iteration
+            if len(history) > 1 and history[-1] - history[-2] < self.tolerance:
                 break
             self.m_step(x, log_resp.exp())
 
@@ -190,9 +191,12 @@ class GMMSampler(Sampler):
     def sample_flat(self, n: int, generator: torch.Generator | None) -> Tensor:
         which = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         noise = torch.randn(
-            n, self.means.shape[1], generator=generator, device=self.means.device, dtype=torch.float64
+            n, self.means.shape[1], generator=generator, device=self.means.device, dtype=self.means.dtype
         )
-        draws = self.means[which] + (self.factors[which] @ noise[:, :, None]).squeeze(2)
+        draws = torch.empty_like(noise)
+        for k in range(self.components):  # not factors[which]: n covariance factors in memory
+            mine = which == k
+            draws[mine] = self.means[k] + noise[mine] @ self.factors[k].T
         return draws.to(self.dtype)
 
 
