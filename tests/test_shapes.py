@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from aevae.callbacks.media import decoded_images
 from aevae.config import compose_config
 from aevae.models import load_checkpoint
-from aevae.sampling.latents import prior_codes
+from aevae.sampling.samplers import make_sampler
 
 SHAPES = {"1x28x28": (1, 28, 28), "3x32x32": (3, 32, 32), "3x64x64": (3, 64, 64)}
 MODELS = ("ae", "vae", "iwae")
@@ -79,10 +79,8 @@ def test_model_net_and_shape(model: str, net: str, shape: str, tmp_path: Path, m
         assert metrics["test/bits_per_dim"] > 0
     with torch.no_grad():
         module.eval()
-        codes = (
-            prior_codes(module, torch.randn(5, 4), lambda: torch.randn(20, 4)) if module.has_prior else None
-        )
-        samples = decoded_images(module, codes if codes is not None else torch.randn(5, 4))
+        codes = make_sampler({"name": "auto"}, module).fit(torch.randn(20, 4)).sample(5)
+        samples = decoded_images(module, codes)
     assert samples.shape == (5, c, h, w) and samples.min() >= 0 and samples.max() <= 1
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)

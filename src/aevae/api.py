@@ -112,18 +112,20 @@ def reconstruct(model: Any, x: Tensor, batch_size: int = 1000) -> Tensor:
 
 
 @torch.no_grad()
-def sample(model: Any, num: int, seed: int = 0, fit: Tensor | None = None) -> Tensor:
-    """`num` new images, decoded from seeded standard-normal draws: the prior's for a VAE; an AE
-    has none, so from a Gaussian fitted to the codes of `fit` (default: its training images)."""
-    from aevae.sampling.latents import prior_codes
+def sample(
+    model: Any, num: int, seed: int = 0, fit: Tensor | None = None, sampler: str | dict[str, Any] = "auto"
+) -> Tensor:
+    """`num` new images, decoded from codes the `sampler` draws from a seeded generator: "prior" (the
+    model's own, a VAE's N(0, I)), "gaussian" or "gmm" (fitted to the codes of `fit`, default: the
+    model's training images), or "auto" (the prior where the model has one, else "gaussian");
+    options as a dict, e.g. `{"name": "gmm", "components": 20}` (conf/sampler/gmm.yaml)."""
+    from aevae.sampling.samplers import make_sampler
 
+    drawer = make_sampler({"name": sampler} if isinstance(sampler, str) else sampler, model)
+    if drawer.fits:
+        drawer.fit(encode(model, fit if fit is not None else images(model, "train")[0]))
     generator = torch.Generator(model.device).manual_seed(seed)
-    noise = torch.randn(num, model.latent_dim, generator=generator, device=model.device)
-
-    def fit_codes() -> Tensor:
-        return encode(model, fit if fit is not None else images(model, "train")[0])
-
-    return decode(model, prior_codes(model, noise, fit_codes))
+    return decode(model, drawer.sample(num, generator))
 
 
 @torch.no_grad()

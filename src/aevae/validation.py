@@ -31,6 +31,8 @@ DATASET_NAMES = (  # aevae.data.shapes.NAMES
 MNIST_FAMILY = DATASET_NAMES[:3]
 NOISES = ("gaussian", "salt_pepper", "mask")  # aevae.data.noise.NOISES
 INTERPOLATIONS = ("slerp", "lerp")  # aevae.sampling.latents.INTERPOLATIONS
+SAMPLERS = ("auto", "prior", "gaussian", "gmm")  # aevae.sampling.samplers: conf/sampler/<name>.yaml
+GMM_INITS = ("kmeans++", "random")  # aevae.sampling.samplers.GMMSampler
 TRAIN_IMAGES = 60_000  # in each of the MNIST family
 MAX_BITS = 24  # uniform quantization of float32 codes: beyond 24 bits it stores nothing more
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
@@ -219,6 +221,18 @@ RULES = (
     Rule("sample.mode", f"one of {', '.join(INTERPOLATIONS)}", one_of(INTERPOLATIONS)),
     Rule("sample.manifold_size", "an integer >= 2", int_at_least(2)),
     Rule("sample.scatter_points", "an integer >= 1", int_at_least(1)),
+    Rule("sampler.name", f"one of {', '.join(SAMPLERS)} (sampler=NAME)", one_of(SAMPLERS)),
+    Rule("sampler.components", "an integer >= 1", int_at_least(1)),
+    Rule("sampler.iterations", "an integer >= 1", int_at_least(1)),
+    Rule("sampler.tolerance", "a number >= 0", lambda v: _is_number(v) and v >= 0),
+    Rule("sampler.ridge", "a number > 0", number_above(0)),
+    Rule("sampler.init", f"one of {', '.join(GMM_INITS)}", one_of(GMM_INITS)),
+    Rule("sampler.seed", "an integer", _is_int),
+    Rule(
+        "eval.samplers",
+        f"a list of samplers ({', '.join(SAMPLERS)}), e.g. [gaussian,gmm]",
+        lambda v: isinstance(v, list) and all(one_of(SAMPLERS)(s) for s in v) and len(set(v)) == len(v),
+    ),
 )
 
 _MISSING = object()

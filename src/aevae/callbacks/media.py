@@ -1,11 +1,14 @@
 """Image grids of what the model makes of fixed inputs, one per epoch, so epochs compare at a glance.
 
-Inputs (images, noise) are drawn once from fixed seeds: the same inputs every
+Inputs (images, the samplers' draws) come from fixed seeds: the same inputs every
 epoch and in every run with the same data, so a change in a grid is a change
 in the model.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import lightning as L
 import torch
@@ -15,7 +18,8 @@ from torchvision.utils import make_grid
 from aevae.callbacks.tensorboard import SPLITS, ImageCallback, choice, pick_images, positive_int
 from aevae.config import UserError
 from aevae.models import Autoencoder
-from aevae.sampling.latents import INTERPOLATIONS, encode_all, prior_codes
+from aevae.sampling.latents import INTERPOLATIONS, encode_all
+from aevae.sampling.samplers import make_sampler
 
 
 def decoded_images(model: Autoencoder, z: Tensor) -> Tensor:
@@ -77,10 +81,11 @@ class Reconstructions(ImageCallback):
 
 
 class PriorSamples(ImageCallback):
-    """Decodings of fixed standard-normal draws: of the prior itself for a VAE; for an AE, which
-    has no prior, mapped through a Gaussian fitted (mean, covariance) to the codes of a fixed set
-    of `fit_images` training images, refitted each epoch. Side by side this shows how much
-    better a VAE's latent space is to sample from than an AE's."""
+    """Decodings of codes drawn by the `sampler` (aevae.sampling.samplers) from a generator seeded
+    with `seed` every epoch: the model's own prior (VAE, by default), or a Gaussian (mixture)
+    fitted to the codes of a fixed set of `fit_images` training images, refitted each epoch (AE,
+    by default). Side by side this shows how much better a VAE's latent space is to sample from
+    than an AE's."""
 
     name, tag = "prior_samples", "media/prior_samples"
 
@@ -91,32 +96,32 @@ class PriorSamples(ImageCallback):
         per_row: int = 8,
         seed: int = 0,
         fit_images: int = 2000,
+        sampler: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(every_n_epochs)
         self.num_samples = positive_int(f"callbacks.{self.name}.num_samples", num_samples)
         self.per_row = positive_int(f"callbacks.{self.name}.per_row", per_row)
         self.fit_images = positive_int(f"callbacks.{self.name}.fit_images", fit_images)
         self.seed = seed
-        self._noise: Tensor | None = None
+        self.sampler_options = dict(sampler or {"name": "auto"})
         self._fit_images: Tensor | None = None
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        make_sampler(self.sampler_options, pl_module)  # a sampler the model refuses: before training
+
     def inputs(self, trainer: L.Trainer, pl_module: Autoencoder) -> Tensor:
-        """The fixed standard-normal draws `[num_samples, latent_dim]`."""
-        if self._noise is None:
-            generator = torch.Generator().manual_seed(self.seed)
-            noise = torch.randn(self.num_samples, pl_module.latent_dim, generator=generator)
-            self._noise = noise.to(pl_module.device)
-        return self._noise
+        """The fixed training images whose codes a fitted sampler is fitted to."""
+        if self._fit_images is None:
+            self._fit_images = pick_images(trainer, "train", self.fit_images, self.seed, pl_module.device)[0]
+        return self._fit_images
 
     def latents(self, trainer: L.Trainer, pl_module: Autoencoder) -> Tensor:
-        def fit_codes() -> Tensor:
-            if self._fit_images is None:
-                self._fit_images = pick_images(
-                    trainer, "train", self.fit_images, self.seed, pl_module.device
-                )[0]
-            return encode_all(pl_module, self._fit_images)
-
-        return prior_codes(pl_module, self.inputs(trainer, pl_module), fit_codes)
+        sampler = make_sampler(self.sampler_options, pl_module)
+        if sampler.fits:
+            sampler.fit(encode_all(pl_module, self.inputs(trainer, pl_module)))
+        generator = torch.Generator(pl_module.device).manual_seed(self.seed)
+        return sampler.sample(self.num_samples, generator)
 
     def render(self, trainer: L.Trainer, pl_module: Autoencoder) -> Tensor:
         images = decoded_images(pl_module, self.latents(trainer, pl_module))

@@ -42,19 +42,20 @@ def standalone_app(name: str) -> Callable[[Callable[[Any], Any]], Callable[[], A
     store = ConfigStore.instance()
     node = OmegaConf.load(CONFIG_DIR / f"{name}.yaml")
     store.store(name=name, node=node)
-    for group, option in _own_groups(node):  # e.g. evaluation: default, shared with aevae-train
-        path = CONFIG_DIR / group / f"{option}.yaml"
-        package = path.read_text().splitlines()[0].removeprefix("# @package ").strip()
-        store.store(group=group, name=option, node=OmegaConf.load(path), package=package)
+    for group in _own_groups(node):  # e.g. evaluation and sampler, shared with aevae-train
+        for path in sorted((CONFIG_DIR / group).glob("*.yaml")):
+            header = path.read_text().splitlines()[0]
+            package = header.removeprefix("# @package ").strip() if header.startswith("# @package ") else None
+            store.store(group=group, name=path.stem, node=OmegaConf.load(path), package=package)
     help_page = OmegaConf.load(CONFIG_DIR / "hydra" / "help" / f"{name}.yaml")
     store.store(group="hydra/help", name=name, node=help_page, package="hydra.help")
     return hydra.main(version_base="1.3", config_path="pkg://hydra.conf", config_name=name)
 
 
-def _own_groups(node: Any) -> list[tuple[str, str]]:
-    """The (group, option) entries of a config's defaults list that come from conf/ (not Hydra's)."""
-    entries = [next(iter(e.items())) for e in node.get("defaults", []) if not isinstance(e, str)]
-    return [(g, o) for g, o in entries if not g.startswith("override ") and (CONFIG_DIR / g).is_dir()]
+def _own_groups(node: Any) -> list[str]:
+    """The groups of a config's defaults list that come from conf/ (not Hydra's)."""
+    entries = [next(iter(e)) for e in node.get("defaults", []) if not isinstance(e, str)]
+    return [g for g in entries if not g.startswith("override ") and (CONFIG_DIR / g).is_dir()]
 
 
 def argument_parser(program: str, doc: str | None) -> argparse.ArgumentParser:

@@ -55,14 +55,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from aevae.callbacks.tensorboard import fixed_indices
     from aevae.data.shapes import num_classes
     from aevae.evaluation.compression import compressed_quality
-    from aevae.evaluation.frechet import JudgeFeatures, frechet_distance
-    from aevae.evaluation.judge import digit_judge, judge_scores
+    from aevae.evaluation.judge import digit_judge
     from aevae.evaluation.latent_space import interpolation_smoothness
     from aevae.evaluation.reconstruction import decoding_quality
     from aevae.evaluation.representation import knn_accuracy, linear_probe_accuracy
     from aevae.loading import load_run, split_images
     from aevae.metrics import ActiveUnits
-    from aevae.sampling.latents import encode_all, prior_codes
+    from aevae.sampling.latents import encode_all
 
     clock, options = Stopwatch(), cfg.eval
     with clock("load"):
@@ -70,6 +69,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         out = Path(cfg.out) if cfg.out else run.run_dir / "eval.json"
         _check_writable(out)  # before the minutes of measuring, not after
         model, device = run.model, run.device
+        sampler, more_samplers = _samplers(cfg, model)  # one the model refuses: before measuring
         generator = torch.Generator(device).manual_seed(cfg.seed)
         train_x, train_y = split_images(run, "train")
         test_x, test_y = split_images(run, "test")
@@ -104,16 +104,22 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 model, start, end, options.interpolation_steps, options.interpolation_mode
             )
             metrics |= prefixed("smoothness", smoothness)
+        for name, fitted in _to_fit(cfg.sampler.name, sampler, more_samplers if labelled else {}).items():
+            with clock(f"sampler_fit/{name}"):
+                fitted.fit(train_codes)
         with clock("samples"):
-            noise = torch.randn(options.num_samples, model.latent_dim, generator=generator, device=device)
-            samples = decoded_images(model, prior_codes(model, noise, lambda: train_codes))
+            samples = decoded_images(model, sampler.sample(options.num_samples, generator))
             if labelled:
                 judge, judge_dir = digit_judge(data_config, options.judge_epochs, device)
-                metrics |= prefixed("samples", judge_scores(judge, samples))
-                metrics["samples/fd_judge"] = frechet_distance(JudgeFeatures(judge), test_x, samples)
+                metrics |= prefixed("samples", _sample_quality(judge, test_x, samples))
                 metrics["samples/judge_accuracy"] = json.loads((judge_dir / "metrics.json").read_text())[
                     "test/accuracy"
                 ]
+        for name, other in more_samplers.items() if labelled else ():
+            with clock(f"samples/{name}"):  # each from the seed: the order of the list does not matter
+                same_seed = torch.Generator(device).manual_seed(cfg.seed)
+                other_samples = decoded_images(model, other.sample(options.num_samples, same_seed))
+                metrics |= prefixed(f"samples/{name}", _sample_quality(judge, test_x, other_samples))
         with clock("compression"):
             quality = {
                 bits: compressed_quality(model, test_x, test_codes, train_codes, bits)
@@ -135,6 +141,45 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     }
     _write(report, samples[:64], out)
     return report
+
+
+def _samplers(cfg: DictConfig, model: Any) -> tuple[Any, dict[str, Any]]:
+    """The configured sampler (`cfg.sampler`) and those `eval.samplers` names, by name: each with the
+    options of conf/sampler/<name>.yaml; the configured one itself where it is the one named."""
+    from omegaconf import OmegaConf
+
+    from aevae.config import CONFIG_DIR
+    from aevae.sampling.samplers import make_sampler
+
+    configured = make_sampler(cfg.sampler, model)
+
+    def named(name: str) -> Any:
+        if name == cfg.sampler.name:
+            return configured
+        return make_sampler(OmegaConf.load(CONFIG_DIR / "sampler" / f"{name}.yaml"), model)
+
+    return configured, {name: named(name) for name in cfg.eval.get("samplers") or ()}
+
+
+def _to_fit(name: str, configured: Any, more: dict[str, Any]) -> dict[str, Any]:
+    """The samplers that are fitted to the training codes, each once, by name."""
+    unique: dict[str, Any] = {}
+    for key, sampler in [(name, configured), *more.items()]:
+        if sampler.fits and all(sampler is not seen for seen in unique.values()):
+            unique[key] = sampler
+    return unique
+
+
+def _sample_quality(judge: Any, test_x: Any, samples: Any) -> dict[str, float]:
+    """The judge's digit-likeness and inception score of `samples`, and their Fréchet distance to
+    the test images in its features."""
+    from aevae.evaluation.frechet import JudgeFeatures, frechet_distance
+    from aevae.evaluation.judge import judge_scores
+
+    return {
+        **judge_scores(judge, samples),
+        "fd_judge": frechet_distance(JudgeFeatures(judge), test_x, samples),
+    }
 
 
 def _check_writable(out: Path) -> None:

@@ -31,7 +31,8 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
     from aevae.callbacks.media import decoded_images, interpolation_grid, reconstruction_grid
     from aevae.callbacks.tensorboard import fixed_indices
     from aevae.loading import load_run, split_images
-    from aevae.sampling.latents import encode_all, prior_codes
+    from aevae.sampling.latents import encode_all, fit_gaussian, gaussian_draws
+    from aevae.sampling.samplers import make_sampler
 
     options = cfg.sample
     if options.reconstructions % options.per_row:
@@ -41,6 +42,7 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
         )
     run = load_run(cfg)
     model, device = run.model, run.device
+    sampler = make_sampler(cfg.sampler, model)
     test_x, test_y = split_images(run, "test")
     pairs = _pairs(options.pairs, len(test_x))
     out = Path(cfg.out) if cfg.out else run.run_dir / "samples"
@@ -54,8 +56,9 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
 
     with torch.no_grad():
         train_codes = encode_all(model, split_images(run, "train")[0])
-        noise = torch.randn(options.num_samples, model.latent_dim, generator=generator, device=device)
-        samples = decoded_images(model, prior_codes(model, noise, lambda: train_codes))
+        if sampler.fits:
+            sampler.fit(train_codes)
+        samples = decoded_images(model, sampler.sample(options.num_samples, generator))
         save("prior_samples", make_grid(samples, nrow=options.per_row, pad_value=0.5))
         save(
             "reconstructions", reconstruction_grid(model, test_x[: options.reconstructions], options.per_row)
@@ -63,8 +66,10 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
         start, end = test_x[pairs[:, 0]], test_x[pairs[:, 1]]
         save("interpolations", interpolation_grid(model, start, end, options.steps, options.mode))
         if model.latent_dim == 2:
-            grid = manifold_codes(options.manifold_size, device)
-            images = decoded_images(model, prior_codes(model, grid, lambda: train_codes))
+            grid = manifold_codes(options.manifold_size, device)  # the quantiles of N(0, I) ...
+            if not model.has_prior:  # ... or of the Gaussian fitted to the codes, which an AE has
+                grid = gaussian_draws(grid, *fit_gaussian(train_codes))
+            images = decoded_images(model, grid)
             save("manifold", make_grid(images, nrow=options.manifold_size, padding=0))
         points = fixed_indices(len(test_x), options.scatter_points, cfg.seed).to(device)
         written["latents"] = scatter_latents(

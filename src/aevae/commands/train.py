@@ -195,7 +195,7 @@ def _evaluate(cfg: DictConfig, run_dir: Path) -> None:
     eval_cfg = OmegaConf.load(CONFIG_DIR / "eval.yaml")  # aevae-eval's own keys, not its groups
     for key in ("defaults", "hydra"):
         del eval_cfg[key]
-    eval_cfg.merge_with({"run_dir": str(run_dir), "eval": cfg.eval})
+    eval_cfg.merge_with({"run_dir": str(run_dir), "eval": cfg.eval, "sampler": cfg.sampler})
     evaluate(eval_cfg)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
@@ -46,13 +44,6 @@ def fit_gaussian(latents: Tensor) -> tuple[Tensor, Tensor]:
 def gaussian_draws(noise: Tensor, mean: Tensor, factor: Tensor) -> Tensor:
     """Standard-normal `noise [N, D]` mapped to draws of N(mean, factor @ factor.T)."""
     return mean + noise @ factor.T
-
-
-def prior_codes(model: Autoencoder, noise: Tensor, fit_codes: Callable[[], Tensor]) -> Tensor:
-    """Codes that decode to new images, from standard-normal `noise [N, D]`: the prior's own draws
-    for a VAE; for an AE, which has no prior, draws of a Gaussian fitted to `fit_codes()`
-    (called only then: training codes)."""
-    return noise if model.has_prior else gaussian_draws(noise, *fit_gaussian(fit_codes()))
 
 
 def lerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
