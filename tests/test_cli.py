@@ -22,7 +22,7 @@ PAGES = {
     "train": (
         "aevae.commands.train",
         ["aevae-train model=vae", "trainer: cpu, ddp", "model/net: conv", "experiment:", "latent_dim: 32"],
-        ["iw_samples", "is powered by Hydra"],
+        ["is powered by Hydra"],
     ),
     "eval": (
         "aevae.commands.eval",
