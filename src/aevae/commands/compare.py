@@ -31,6 +31,7 @@ ROWS = (
     ("", "interpolation: largest / mean step ↓", "smoothness/max_step_ratio", ".3f"),
     ("generation: sampling new images", "prior samples: digit-likeness ↑", "samples/digit_likeness", ".3f"),
     ("", "prior samples: inception score ↑", "samples/inception_score", ".2f"),
+    ("", "conditional samples: the judge sees their label ↑", "samples/conditional_accuracy", ".3f"),
     ("representation", "linear probe accuracy ↑", "repr/linear_probe", ".4f"),
     ("", "5-NN accuracy ↑", "repr/knn", ".4f"),
     ("compression", "bits per latent dim", "compression/bits", ".0f"),

@@ -18,7 +18,9 @@ class LabelledNets:
     """The `model/net` pair of a CVAE: an encoder built for images with one more channel (the
     label's), `[B, C + 1, H, W] -> features`, and the decoder the net builds for the images."""
 
-    def __init__(self, net: Callable[..., Any], image_shape: Sequence[int], hidden_dims: Sequence[int]) -> None:
+    def __init__(
+        self, net: Callable[..., Any], image_shape: Sequence[int], hidden_dims: Sequence[int]
+    ) -> None:
         c, h, w = (int(d) for d in image_shape)
         self.encoder_nets = net(image_shape=(c + 1, h, w), hidden_dims=hidden_dims)
         self.decoder_nets = net(image_shape=(c, h, w), hidden_dims=hidden_dims)
