@@ -108,7 +108,8 @@ class PriorSamples(ImageCallback):
     """Decodings of fixed standard-normal draws: of the prior itself for a VAE; for an AE, which
     has no prior, mapped through a Gaussian fitted (mean, covariance) to the codes of a fixed set
     of `fit_images` training images, refitted each epoch. Side by side this shows how much
-    better a VAE's latent space is to sample from than an AE's."""
+    better a VAE's latent space is to sample from than an AE's. A conditional model's grid has a
+    column per class and a row per draw (the first ceil(num_samples / classes) draws)."""
 
     name, tag = "prior_samples", "media/prior_samples"
 
