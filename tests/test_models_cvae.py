@@ -218,6 +218,7 @@ def test_eval_reports_the_conditional_accuracy(cvae_run: Path, tmp_path: Path) -
     assert 0.15 < metrics["samples/conditional_accuracy"] <= 1  # chance: 0.1 (0.26 after 200 steps)
     assert metrics["likelihood/iw_nll"] <= metrics["likelihood/neg_elbo"]
     assert "repr/linear_probe" not in metrics  # its codes were computed from the labels
+    assert png_size(tmp_path / "samples.png") == (10 * 30 + 2, 6 * 30 + 2)  # 60 of them, a column per class
 
 
 def test_export_refuses_a_conditional_model(cvae_run: Path) -> None:

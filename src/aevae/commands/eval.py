@@ -146,7 +146,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "rate_distortion": [quality[bits] for bits in options.rate_distortion_bits],
         "seconds": clock.seconds,
     }
-    _write(report, samples[:64], out)
+    per_row = model.num_classes if model.conditional else 8  # a conditional model's: a column per class
+    _write(report, samples[: 64 // per_row * per_row], out, per_row)
     return report
 
 
@@ -199,12 +200,12 @@ def _denoising(model: Any, data: Any) -> dict[str, float]:
     return {"psnr_noisy": noisy_psnr / count, "psnr_denoised": denoised_psnr / count}
 
 
-def _write(report: dict[str, Any], samples: Any, path: Path) -> None:
+def _write(report: dict[str, Any], samples: Any, path: Path, per_row: int = 8) -> None:
     from torchvision.utils import save_image
 
     write_text(path, json.dumps(report, indent=2) + "\n")
     with atomic_open(path.with_name("samples.png"), "wb") as f:
-        save_image(samples, f, format="png", nrow=8, padding=2, pad_value=0.5)
+        save_image(samples, f, format="png", nrow=per_row, padding=2, pad_value=0.5)
     print(format_table(report))
     print(f"wrote {path} and {path.with_name('samples.png')}")
 
