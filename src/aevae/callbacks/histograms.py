@@ -92,20 +92,20 @@ class LatentHistograms(TensorBoardCallback):
         self.split = choice(f"callbacks.{self.name}.split", split, SPLITS)
         self.bins = positive_int(f"callbacks.{self.name}.bins", bins)
         self.seed, self.per_dim = seed, bool(per_dim)
-        self._images: torch.Tensor | None = None
+        self._images: tuple[torch.Tensor, torch.Tensor] | None = None  # and their labels
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: Autoencoder) -> None:
         if not self.due(trainer) or (writer := self.writer(trainer)) is None:
             return
         if self._images is None:
-            self._images = pick_images(trainer, self.split, self.num_images, self.seed, pl_module.device)[0]
+            self._images = pick_images(trainer, self.split, self.num_images, self.seed, pl_module.device)
         kl = None
         with evaluating(pl_module):
             if hasattr(pl_module, "posterior"):  # a Gaussian posterior: its KL per dim too
-                codes, log_var = posterior_all(pl_module, self._images)
+                codes, log_var = posterior_all(pl_module, *self._images)
                 kl = kl_per_dim(codes, log_var).cpu()
             else:
-                codes = encode_all(pl_module, self._images)
+                codes = encode_all(pl_module, *self._images)
         codes = codes.cpu()
         step = trainer.global_step
         add_histogram(writer, "latent/activations", codes, step, self.bins)

@@ -18,32 +18,58 @@ from torchvision.utils import make_grid
 from aevae.callbacks.tensorboard import SPLITS, ImageCallback, choice, pick_images, positive_int
 from aevae.config import UserError
 from aevae.models import Autoencoder
-from aevae.sampling.latents import INTERPOLATIONS, encode_all
+from aevae.sampling.latents import INTERPOLATIONS, encode_all, labels_for, lerp
 from aevae.sampling.samplers import make_sampler
 
 
-def decoded_images(model: Autoencoder, z: Tensor) -> Tensor:
-    """The mean images the decoder gives for codes `z`."""
-    return model.likelihood.mean(model.decode(z))
+def decoded_images(model: Autoencoder, z: Tensor, labels: Tensor | None = None) -> Tensor:
+    """The mean images the decoder gives for codes `z` (and, for a conditional model, `labels`)."""
+    return model.likelihood.mean(model.decode(z, labels_for(model, labels)))
 
 
-def decoded_paths(model: Autoencoder, start: Tensor, end: Tensor, steps: int, mode: str = "slerp") -> Tensor:
+def decoded_paths(
+    model: Autoencoder,
+    start: Tensor,
+    end: Tensor,
+    steps: int,
+    mode: str = "slerp",
+    labels: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
     """Decodings of `steps` points (both ends included) on the path from the code of each
-    `start` image to that of its `end` image: `[P, steps, C, H, W]`."""
+    `start` image to that of its `end` image: `[P, steps, C, H, W]`. A conditional model gets
+    the `(start, end)` images' `labels`; its decoder's label goes from one one-hot to the other
+    along the path (linearly), so both ends are the images' reconstructions."""
     t = torch.linspace(0, 1, steps, device=start.device)
-    path = INTERPOLATIONS[mode](model.encode(start), model.encode(end), t)  # [P, S, D]
-    return decoded_images(model, path.flatten(0, 1)).unflatten(0, path.shape[:2])
+    first, last = labels if model.conditional and labels is not None else (None, None)
+    path = INTERPOLATIONS[mode](model.encode(start, first), model.encode(end, last), t)  # [P, S, D]
+    weights = None if first is None else lerp(model.one_hot(first), model.one_hot(last), t).flatten(0, 1)
+    return decoded_images(model, path.flatten(0, 1), weights).unflatten(0, path.shape[:2])
 
 
-def reconstruction_grid(model: Autoencoder, x: Tensor, per_row: int) -> Tensor:
-    """Rows of `per_row` images, each row followed by their reconstructions (`len(x)` a multiple of it)."""
-    rows = torch.stack([x, model(x)]).unflatten(1, (-1, per_row))  # [2, rows, per_row, ...]
+def per_class(model: Autoencoder, codes: Tensor) -> tuple[Tensor, Tensor]:
+    """Each of `codes [N, D]` once per class of a conditional model: `[N * num_classes, D]` and the
+    labels (`sample_labels`), so a `num_classes`-wide grid has a code per row, a class per column."""
+    return codes.repeat_interleave(model.num_classes, 0), model.sample_labels(len(codes) * model.num_classes)
+
+
+def reconstruction_grid(model: Autoencoder, x: Tensor, per_row: int, labels: Tensor | None = None) -> Tensor:
+    """Rows of `per_row` images, each row followed by their reconstructions (`len(x)` a multiple of
+    it); `labels`: the images' classes, for a conditional model."""
+    recon = model(x, labels_for(model, labels))
+    rows = torch.stack([x, recon]).unflatten(1, (-1, per_row))  # [2, rows, per_row, ...]
     return make_grid(rows.transpose(0, 1).flatten(0, 2), nrow=per_row, pad_value=0.5)
 
 
-def interpolation_grid(model: Autoencoder, start: Tensor, end: Tensor, steps: int, mode: str) -> Tensor:
+def interpolation_grid(
+    model: Autoencoder,
+    start: Tensor,
+    end: Tensor,
+    steps: int,
+    mode: str,
+    labels: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
     """A row per pair: the start image, `steps` decodings along the path, the end image."""
-    decoded = decoded_paths(model, start, end, steps, mode)
+    decoded = decoded_paths(model, start, end, steps, mode, labels)
     rows = torch.cat([start[:, None], decoded, end[:, None]], dim=1)  # [P, S + 2, C, H, W]
     return make_grid(rows.flatten(0, 1), nrow=steps + 2, pad_value=0.5)
 
@@ -69,15 +95,17 @@ class Reconstructions(ImageCallback):
                 f"callbacks.{self.name}.num_images={num_images} must be a multiple of per_row={per_row}"
             )
         self.seed, self.split = seed, choice(f"callbacks.{self.name}.split", split, SPLITS)
-        self._images: Tensor | None = None
+        self._images: tuple[Tensor, Tensor] | None = None
 
-    def inputs(self, trainer: L.Trainer, pl_module: Autoencoder) -> Tensor:
+    def inputs(self, trainer: L.Trainer, pl_module: Autoencoder) -> tuple[Tensor, Tensor]:
+        """The fixed images and their labels."""
         if self._images is None:
-            self._images = pick_images(trainer, self.split, self.num_images, self.seed, pl_module.device)[0]
+            self._images = pick_images(trainer, self.split, self.num_images, self.seed, pl_module.device)
         return self._images
 
     def render(self, trainer: L.Trainer, pl_module: Autoencoder) -> Tensor:
-        return reconstruction_grid(pl_module, self.inputs(trainer, pl_module), self.per_row)
+        images, labels = self.inputs(trainer, pl_module)
+        return reconstruction_grid(pl_module, images, self.per_row, labels)
 
 
 class PriorSamples(ImageCallback):
@@ -85,7 +113,8 @@ class PriorSamples(ImageCallback):
     with `seed` every epoch: the model's own prior (VAE, by default), or a Gaussian (mixture)
     fitted to the codes of a fixed set of `fit_images` training images, refitted each epoch (AE,
     by default). Side by side this shows how much better a VAE's latent space is to sample from
-    than an AE's."""
+    than an AE's. A conditional model's grid has a column per class and a row per draw (the first
+    ceil(num_samples / classes) draws)."""
 
     name, tag = "prior_samples", "media/prior_samples"
 
@@ -104,7 +133,7 @@ class PriorSamples(ImageCallback):
         self.fit_images = positive_int(f"callbacks.{self.name}.fit_images", fit_images)
         self.seed = seed
         self.sampler_options = dict(sampler or {"name": "auto"})
-        self._fit_images: Tensor | None = None
+        self._fit_images: tuple[Tensor, Tensor] | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -112,20 +141,25 @@ class PriorSamples(ImageCallback):
 
     def inputs(self, trainer: L.Trainer, pl_module: Autoencoder) -> Tensor:
         """The fixed training images whose codes a fitted sampler is fitted to."""
-        if self._fit_images is None:
-            self._fit_images = pick_images(trainer, "train", self.fit_images, self.seed, pl_module.device)[0]
-        return self._fit_images
+        if self._fit_images is None:  # with their labels, for a conditional model's encoder
+            self._fit_images = pick_images(trainer, "train", self.fit_images, self.seed, pl_module.device)
+        return self._fit_images[0]
 
     def latents(self, trainer: L.Trainer, pl_module: Autoencoder) -> Tensor:
         sampler = make_sampler(self.sampler_options, pl_module)
         if sampler.fits:
-            sampler.fit(encode_all(pl_module, self.inputs(trainer, pl_module)))
+            self.inputs(trainer, pl_module)
+            sampler.fit(encode_all(pl_module, *self._fit_images))  # type: ignore[misc]
         generator = torch.Generator(pl_module.device).manual_seed(self.seed)
-        return sampler.sample(self.num_samples, generator)
+        return sampler.sample(self.num_samples, generator, labels=pl_module.sample_labels(self.num_samples))
 
     def render(self, trainer: L.Trainer, pl_module: Autoencoder) -> Tensor:
-        images = decoded_images(pl_module, self.latents(trainer, pl_module))
-        return make_grid(images, nrow=self.per_row, pad_value=0.5)
+        codes, labels, per_row = self.latents(trainer, pl_module), None, self.per_row
+        if pl_module.conditional:  # one class per column, one code per row
+            per_row = pl_module.num_classes
+            codes, labels = per_class(pl_module, codes[: -(-len(codes) // per_row)])
+        images = decoded_images(pl_module, codes, labels)
+        return make_grid(images, nrow=per_row, pad_value=0.5)
 
 
 class Interpolations(ImageCallback):
@@ -150,15 +184,16 @@ class Interpolations(ImageCallback):
             raise UserError(f"callbacks.{self.name}.steps={steps} must be at least 2 (the two ends)")
         self.mode = choice(f"callbacks.{self.name}.mode", mode, tuple(INTERPOLATIONS))
         self.seed, self.split = seed, choice(f"callbacks.{self.name}.split", split, SPLITS)
-        self._pairs: tuple[Tensor, Tensor] | None = None
+        self._pairs: tuple[Tensor, Tensor, Tensor] | None = None
 
-    def inputs(self, trainer: L.Trainer, pl_module: Autoencoder) -> tuple[Tensor, Tensor]:
-        """The fixed pairs: start images and end images, `[num_pairs, C, H, W]` each."""
+    def inputs(self, trainer: L.Trainer, pl_module: Autoencoder) -> tuple[Tensor, Tensor, Tensor]:
+        """The fixed pairs: start images and end images, `[num_pairs, C, H, W]` each, and their
+        labels `[2, num_pairs]`."""
         if self._pairs is None:
-            images = pick_images(trainer, self.split, 2 * self.num_pairs, self.seed, pl_module.device)[0]
-            self._pairs = (images[: self.num_pairs], images[self.num_pairs :])
+            images, labels = pick_images(trainer, self.split, 2 * self.num_pairs, self.seed, pl_module.device)
+            self._pairs = (images[: self.num_pairs], images[self.num_pairs :], labels.view(2, -1))
         return self._pairs
 
     def render(self, trainer: L.Trainer, pl_module: Autoencoder) -> Tensor:
-        start, end = self.inputs(trainer, pl_module)
-        return interpolation_grid(pl_module, start, end, self.steps, self.mode)
+        start, end, labels = self.inputs(trainer, pl_module)
+        return interpolation_grid(pl_module, start, end, self.steps, self.mode, (labels[0], labels[1]))

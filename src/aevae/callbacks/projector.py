@@ -52,7 +52,7 @@ class LatentProjector(TensorBoardCallback):
             return
         images, labels = pick_images(trainer, self.split, self.num_points, self.seed, pl_module.device)
         with evaluating(pl_module):
-            codes = encode_all(pl_module, images)
+            codes = encode_all(pl_module, images, labels)
         names = class_names(trainer.datamodule)
         labels = labels.tolist()
         if names is not None:

@@ -55,7 +55,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from aevae.callbacks.tensorboard import fixed_indices
     from aevae.data.shapes import num_classes
     from aevae.evaluation.compression import compressed_quality
-    from aevae.evaluation.judge import digit_judge
+    from aevae.evaluation.judge import conditional_accuracy, digit_judge
     from aevae.evaluation.latent_space import interpolation_smoothness
     from aevae.evaluation.reconstruction import decoding_quality
     from aevae.evaluation.representation import knn_accuracy, linear_probe_accuracy
@@ -76,22 +76,25 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, float] = {}
     with torch.no_grad():
         with clock("reconstruction"):
-            train_codes, test_codes = encode_all(model, train_x), encode_all(model, test_x)
-            metrics |= prefixed("recon", decoding_quality(model, test_codes, test_x))
+            train_codes, test_codes = encode_all(model, train_x, train_y), encode_all(model, test_x, test_y)
+            metrics |= prefixed("recon", decoding_quality(model, test_codes, test_x, labels=test_y))
             active = ActiveUnits(model.latent_dim).to(device)
             active.update(test_codes)
             metrics["latent/active_units"] = active.compute().item()
         if hasattr(model, "log_weights"):  # a likelihood model: its bounds on log p(x)
             with clock("likelihood"):
-                some = test_x
+                some, some_y = test_x, test_y
                 if options.iw_images is not None and options.iw_images < len(test_x):
-                    some = test_x[fixed_indices(len(test_x), options.iw_images, cfg.seed).to(device)]
-                metrics |= prefixed("likelihood", _likelihood(model, some, options, generator))
+                    index = fixed_indices(len(test_x), options.iw_images, cfg.seed).to(device)
+                    some, some_y = test_x[index], test_y[index]
+                metrics |= prefixed("likelihood", _likelihood(model, some, some_y, options, generator))
         data, data_config = run.datamodule, _data_config(model, cfg)
         labelled = num_classes(data_config) >= 2
         if not labelled:
             log.info("data=%s has no class labels: no linear probe, 5-NN or judge scores", data.name)
-        if labelled:
+        if model.conditional:  # its codes were computed from the labels: a probe would read them back
+            log.info("model=%s encodes the labels: no linear probe or 5-NN", type(model).__name__.lower())
+        if labelled and not model.conditional:
             with clock("representation"):
                 metrics["repr/linear_probe"] = linear_probe_accuracy(
                     train_codes, train_y, test_codes, test_y, inverse_regularization=options.probe_c
@@ -101,28 +104,40 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             pairs = fixed_indices(len(test_x), 2 * options.interpolation_pairs, cfg.seed).to(device)
             start, end = test_x[pairs].chunk(2)
             smoothness = interpolation_smoothness(
-                model, start, end, options.interpolation_steps, options.interpolation_mode
+                model,
+                start,
+                end,
+                options.interpolation_steps,
+                options.interpolation_mode,
+                test_y[pairs].chunk(2),
             )
             metrics |= prefixed("smoothness", smoothness)
         for name, fitted in _to_fit(cfg.sampler.name, sampler, more_samplers if labelled else {}).items():
             with clock(f"sampler_fit/{name}"):
                 fitted.fit(train_codes)
         with clock("samples"):
-            samples = decoded_images(model, sampler.sample(options.num_samples, generator))
+            sample_labels = model.sample_labels(options.num_samples)  # every class in turn (conditional)
+            codes = sampler.sample(options.num_samples, generator, labels=sample_labels)
+            samples = decoded_images(model, codes, sample_labels)
             if labelled:
                 judge, judge_dir = digit_judge(data_config, options.judge_epochs, device)
                 metrics |= prefixed("samples", _sample_quality(judge, test_x, samples))
+                if model.conditional:
+                    metrics["samples/conditional_accuracy"] = conditional_accuracy(
+                        judge, samples, sample_labels
+                    )
                 metrics["samples/judge_accuracy"] = json.loads((judge_dir / "metrics.json").read_text())[
                     "test/accuracy"
                 ]
         for name, other in more_samplers.items() if labelled else ():
             with clock(f"samples/{name}"):  # each from the seed: the order of the list does not matter
                 same_seed = torch.Generator(device).manual_seed(cfg.seed)
-                other_samples = decoded_images(model, other.sample(options.num_samples, same_seed))
+                other_codes = other.sample(options.num_samples, same_seed, labels=sample_labels)
+                other_samples = decoded_images(model, other_codes, sample_labels)
                 metrics |= prefixed(f"samples/{name}", _sample_quality(judge, test_x, other_samples))
         with clock("compression"):
             quality = {
-                bits: compressed_quality(model, test_x, test_codes, train_codes, bits)
+                bits: compressed_quality(model, test_x, test_codes, train_codes, bits, labels=test_y)
                 for bits in sorted({options.bits, *options.rate_distortion_bits})
             }
             metrics |= prefixed("compression", quality[options.bits])
@@ -139,7 +154,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "rate_distortion": [quality[bits] for bits in options.rate_distortion_bits],
         "seconds": clock.seconds,
     }
-    _write(report, samples[:64], out)
+    per_row = model.num_classes if model.conditional else 8  # a conditional model's: a column per class
+    _write(report, samples[: 64 // per_row * per_row], out, per_row)
     return report
 
 
@@ -197,19 +213,22 @@ def _data_config(model: Any, cfg: DictConfig) -> dict[str, Any]:
     return {**model.run_config["data"], **overrides}
 
 
-def _likelihood(model: Any, images: Any, options: DictConfig, generator: Any) -> dict[str, float]:
-    """Test-set means of the VAE's -ELBO and IW-NLL (from the same `iw_samples` draws), and its KL."""
+def _likelihood(
+    model: Any, images: Any, labels: Any, options: DictConfig, generator: Any
+) -> dict[str, float]:
+    """Test-set means of the VAE's -ELBO and IW-NLL (from the same `iw_samples` draws), and its KL
+    (a conditional model's given the images' `labels`)."""
     from aevae.evaluation.likelihood import likelihood_bounds
     from aevae.losses import bits_per_dim, kl_std_normal
-    from aevae.sampling.latents import posterior_all
+    from aevae.sampling.latents import batches, labels_for, posterior_all
 
     totals = {"neg_elbo": 0.0, "iw_nll": 0.0}
-    for x in images.split(options.batch_size):
-        bounds = likelihood_bounds(model, x, options.iw_samples, generator=generator)
+    for x, y in batches(images, labels_for(model, labels), options.batch_size):
+        bounds = likelihood_bounds(model, x, options.iw_samples, generator=generator, labels=y)
         for name in totals:
             totals[name] += bounds[name].sum().item()
     means = {name: total / len(images) for name, total in totals.items()}
-    kl = kl_std_normal(*posterior_all(model, images)).mean().item()
+    kl = kl_std_normal(*posterior_all(model, images, labels)).mean().item()
     bits = {f"{name}_bits_per_dim": bits_per_dim(value, model.image_shape) for name, value in means.items()}
     return {**means, **bits, "kl": kl, "iw_samples": options.iw_samples, "images": len(images)}
 
@@ -218,21 +237,22 @@ def _denoising(model: Any, data: Any) -> dict[str, float]:
     """Mean PSNR against the clean test images of the noisy ones and of the model's reconstructions
     of them: the seeded noise of the data's own test batches."""
     from aevae.evaluation.reconstruction import per_image_psnr
+    from aevae.sampling.latents import labels_for
 
     noisy_psnr, denoised_psnr, count = 0.0, 0.0, 0
-    for noisy, _, clean in data.test_dataloader():
+    for noisy, labels, clean in data.test_dataloader():
         noisy_psnr += per_image_psnr(noisy, clean).sum().item()
-        denoised_psnr += per_image_psnr(model(noisy), clean).sum().item()
+        denoised_psnr += per_image_psnr(model(noisy, labels_for(model, labels)), clean).sum().item()
         count += len(clean)
     return {"psnr_noisy": noisy_psnr / count, "psnr_denoised": denoised_psnr / count}
 
 
-def _write(report: dict[str, Any], samples: Any, path: Path) -> None:
+def _write(report: dict[str, Any], samples: Any, path: Path, per_row: int = 8) -> None:
     from torchvision.utils import save_image
 
     write_text(path, json.dumps(report, indent=2) + "\n")
     with atomic_open(path.with_name("samples.png"), "wb") as f:
-        save_image(samples, f, format="png", nrow=8, padding=2, pad_value=0.5)
+        save_image(samples, f, format="png", nrow=per_row, padding=2, pad_value=0.5)
     print(format_table(report))
     print(f"wrote {path} and {path.with_name('samples.png')}")
 

@@ -66,6 +66,11 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     key, where = ("ckpt", cfg.ckpt) if cfg.ckpt is not None else ("run_dir", cfg.run_dir)
     checkpoint = resolve_checkpoint(where, key=key)
     model = load_checkpoint(checkpoint, key=key)
+    if model.conditional:
+        raise UserError(
+            f"{key}={where} holds a conditional {type(model).__name__}, whose encoder and decoder also "
+            "take a label: export takes unconditional models; use aevae.load() in Python for this one"
+        )
     if model.likelihood.out_channels(model.image_shape[0]) != model.image_shape[0]:
         loss = type(model.likelihood).__name__
         raise UserError(

@@ -5,7 +5,9 @@ aevae-sample run_dir=outputs/runs/<date>/<time> "sample.pairs=[[0,1],[3,7]]"
 Writes into `out` (default: `<run dir>/samples/`): `prior_samples.png`,
 `reconstructions.png`, `interpolations.png`, `latents.png` (test codes coloured
 by label, PCA to 2-D above latent_dim 2) and, for latent_dim 2, `manifold.png`
-(the decodings of a grid over the latent plane).
+(the decodings of a grid over the latent plane). A conditional model (model=cvae)
+draws its samples for `sample.label`, or, when it is null, a grid with one class
+per column and one code per row.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
     import torch
     from torchvision.utils import make_grid, save_image
 
-    from aevae.callbacks.media import decoded_images, interpolation_grid, reconstruction_grid
+    from aevae.callbacks.media import decoded_images, interpolation_grid, per_class, reconstruction_grid
     from aevae.callbacks.tensorboard import fixed_indices
     from aevae.loading import load_run, split_images
     from aevae.sampling.latents import encode_all, fit_gaussian, gaussian_draws
@@ -43,6 +45,7 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
     run = load_run(cfg)
     model, device = run.model, run.device
     sampler = make_sampler(cfg.sampler, model)
+    label = _label(options.label, model)
     test_x, test_y = split_images(run, "test")
     pairs = _pairs(options.pairs, len(test_x))
     out = Path(cfg.out) if cfg.out else run.run_dir / "samples"
@@ -55,29 +58,58 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
         save_image(grid, written[name])
 
     with torch.no_grad():
-        train_codes = encode_all(model, split_images(run, "train")[0])
+        train_codes = encode_all(model, *split_images(run, "train"))
         if sampler.fits:
             sampler.fit(train_codes)
-        samples = decoded_images(model, sampler.sample(options.num_samples, generator))
-        save("prior_samples", make_grid(samples, nrow=options.per_row, pad_value=0.5))
-        save(
-            "reconstructions", reconstruction_grid(model, test_x[: options.reconstructions], options.per_row)
-        )
+        per_row = options.per_row
+        labels = None if label is None else torch.full((options.num_samples,), label, device=device)
+        codes = sampler.sample(options.num_samples, generator, labels=labels)
+        if model.conditional and label is None:  # every class: one per column, a code per row
+            per_row = model.num_classes
+            codes, labels = per_class(model, codes[: -(-len(codes) // per_row)])
+        samples = decoded_images(model, codes, labels)
+        save("prior_samples", make_grid(samples, nrow=per_row, pad_value=0.5))
+        shown = slice(options.reconstructions)
+        save("reconstructions", reconstruction_grid(model, test_x[shown], options.per_row, test_y[shown]))
         start, end = test_x[pairs[:, 0]], test_x[pairs[:, 1]]
-        save("interpolations", interpolation_grid(model, start, end, options.steps, options.mode))
+        ends = (test_y[pairs[:, 0]], test_y[pairs[:, 1]])
+        save("interpolations", interpolation_grid(model, start, end, options.steps, options.mode, ends))
         if model.latent_dim == 2:
             grid = manifold_codes(options.manifold_size, device)  # the quantiles of N(0, I) ...
             if not model.has_prior:  # ... or of the Gaussian fitted to the codes, which an AE has
                 grid = gaussian_draws(grid, *fit_gaussian(train_codes))
-            images = decoded_images(model, grid)
+            # a conditional model's plane for one class: sample.label, else the first
+            classes = torch.full((len(grid),), label or 0, device=device) if model.conditional else None
+            images = decoded_images(model, grid, classes)
             save("manifold", make_grid(images, nrow=options.manifold_size, padding=0))
         points = fixed_indices(len(test_x), options.scatter_points, cfg.seed).to(device)
         written["latents"] = scatter_latents(
-            encode_all(model, test_x[points]), test_y[points], out / "latents.png", type(model).__name__
+            encode_all(model, test_x[points], test_y[points]),
+            test_y[points],
+            out / "latents.png",
+            type(model).__name__,
         )
     for path in written.values():
         print(f"wrote {path}")
     return written
+
+
+def _label(label: Any, model: Any) -> int | None:
+    """`sample.label` checked against the model: a class id of a conditional model, or null."""
+    if label is None:
+        return None
+    name = type(model).__name__
+    if not model.conditional:
+        raise UserError(
+            f"sample.label={label} is for a conditional model (model=cvae); this {name} draws no "
+            "classes: drop sample.label"
+        )
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < model.num_classes:
+        raise UserError(
+            f"sample.label={label} is not a class of this {name}: give 0 to {model.num_classes - 1}, "
+            "or null for every class"
+        )
+    return label
 
 
 def _pairs(pairs: Any, count: int) -> Any:

@@ -32,12 +32,18 @@ class UniformQuantizer:
 
 
 def compressed_quality(
-    model: Autoencoder, images: Tensor, codes: Tensor, train_codes: Tensor, bits: int
+    model: Autoencoder,
+    images: Tensor,
+    codes: Tensor,
+    train_codes: Tensor,
+    bits: int,
+    labels: Tensor | None = None,
 ) -> dict[str, float]:
     """Size and distortion of `images` stored as their `codes` quantized to `bits` per dim: bytes
-    per image (latent_dim x bits / 8) against the raw uint8 pixels, and MSE/PSNR of the decodings."""
+    per image (latent_dim x bits / 8) against the raw uint8 pixels, and MSE/PSNR of the decodings
+    (with the images' `labels`, which a conditional model stores next to the code)."""
     quantizer = UniformQuantizer.fit(train_codes, bits)
-    quality = decoding_quality(model, quantizer.decode(quantizer.encode(codes)), images)
+    quality = decoding_quality(model, quantizer.decode(quantizer.encode(codes)), images, labels=labels)
     code_bytes = codes.shape[1] * bits / 8
     raw_bytes = math.prod(images.shape[1:])
     return {

@@ -109,3 +109,13 @@ def judge_scores(judge: Classifier, images: Tensor, batch_size: int = 1000) -> d
     marginal = probs.mean(0, keepdim=True)
     kl = (probs * (probs.clamp_min(1e-12).log() - marginal.clamp_min(1e-12).log())).sum(1)
     return {"digit_likeness": probs.max(1).values.mean().item(), "inception_score": kl.mean().exp().item()}
+
+
+def conditional_accuracy(judge: Classifier, images: Tensor, labels: Tensor, batch_size: int = 1000) -> float:
+    """The fraction of `images`, drawn by a conditional model for `labels`, that the judge
+    classifies as their label: does the model draw the class it is asked for."""
+    hits = sum(
+        (judge(x).argmax(1) == y).sum().item()
+        for x, y in zip(images.split(batch_size), labels.split(batch_size), strict=True)
+    )
+    return hits / len(images)

@@ -22,13 +22,16 @@ def likelihood_bounds(
     samples: int,
     decodes_per_pass: int = 16_384,
     generator: torch.Generator | None = None,
+    labels: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Per image `[B]`: `iw_nll` (-log mean_s w_s) and `neg_elbo` (-mean_s log w_s) from the same
-    `samples` draws, decoded at most `decodes_per_pass` at a time (that bounds the memory)."""
+    `samples` draws, decoded at most `decodes_per_pass` at a time (that bounds the memory).
+    A conditional model bounds -log p(x | y) given the images' `labels`."""
     per_pass = max(1, decodes_per_pass // len(x))
+    given = {"y": labels} if model.conditional else {}  # unconditional models take no labels
     log_w = torch.cat(
         [
-            model.log_weights(x, min(per_pass, samples - start), generator)
+            model.log_weights(x, min(per_pass, samples - start), generator, **given)
             for start in range(0, samples, per_pass)
         ]
     )

@@ -4,6 +4,7 @@ from aevae.models.ae import AE
 from aevae.models.base import Autoencoder
 from aevae.models.checkpoint import load_checkpoint, resolve_checkpoint
 from aevae.models.classifier import Classifier
+from aevae.models.cvae import CVAE
 from aevae.models.iwae import IWAE
 from aevae.models.module import Model
 from aevae.models.nets import MLP, Conv, ResNet
@@ -11,6 +12,7 @@ from aevae.models.vae import VAE
 
 __all__ = [
     "AE",
+    "CVAE",
     "IWAE",
     "MLP",
     "VAE",

@@ -42,12 +42,13 @@ class VAE(Autoencoder):
         self.kl_warmup_epochs, self.free_bits = int(kl_warmup_epochs), float(free_bits)
         self.kl_weight = self.beta  # beta, scaled down during the warm-up
 
-    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def posterior(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The mean and log-variance `[B, d]` each of q(z|x) (of q(z|x, y) for a conditional model)."""
         mu, log_var = self.encoder(x).chunk(2, dim=1)
         return mu, log_var
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.posterior(x)[0]
+        return self.posterior(x, y)[0]
 
     def prior_codes(
         self, n: int, generator: torch.Generator | None = None, y: Tensor | None = None
@@ -60,19 +61,24 @@ class VAE(Autoencoder):
         k: int,
         target: Tensor | None = None,
         generator: torch.Generator | None = None,
+        y: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """`k` reparameterized draws z ~ q(z|x) `[k, B, d]` and the NLL `[k, B]` of `target`
-        (default: `x`) under each draw's decoding."""
-        mu, log_var = self.posterior(x)
+        (default: `x`) under each draw's decoding; `y`: the labels `[B]` of a conditional model."""
+        mu, log_var = self.posterior(x, y)
         noise = torch.randn((k, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
         z = draw(mu, log_var, noise)
-        logits = self.decode(z.flatten(0, 1)).unflatten(0, (k, len(x)))
+        labels = None if y is None else y.repeat(k)  # draw-major, as z.flatten(0, 1)
+        logits = self.decode(z.flatten(0, 1), labels).unflatten(0, (k, len(x)))
         recon = self.likelihood.of_draws(logits, x if target is None else target)
         return mu, log_var, z, recon
 
-    def log_weights(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
-        """log p(x, z_i) - log q(z_i | x) for `k` draws `[k, B]`: their log-mean-exp bounds log p(x)."""
-        mu, log_var, z, recon = self.sample(x, k, generator=generator)
+    def log_weights(
+        self, x: Tensor, k: int, generator: torch.Generator | None = None, y: Tensor | None = None
+    ) -> Tensor:
+        """log p(x, z_i) - log q(z_i | x) for `k` draws `[k, B]`: their log-mean-exp bounds log p(x)
+        (log p(x | y) given the labels `y` of a conditional model)."""
+        mu, log_var, z, recon = self.sample(x, k, generator=generator, y=y)
         return log_prior_over_posterior(z, mu, log_var) - recon
 
     def terms(
@@ -84,11 +90,11 @@ class VAE(Autoencoder):
     ) -> dict[str, Tensor]:
         if self.k == 1:  # the default, without the draws dim of `sample`: its views and mean
             # made a default training step on a CPU ~4% slower than these three lines
-            mu, log_var = self.posterior(x)
+            mu, log_var = self.posterior(x, y)
             noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-            recon = self.likelihood(self.decode(draw(mu, log_var, noise)), x if target is None else target)
+            recon = self.likelihood(self.decode(draw(mu, log_var, noise), y), x if target is None else target)
         else:
-            mu, log_var, _, recon = self.sample(x, self.k, target, generator)
+            mu, log_var, _, recon = self.sample(x, self.k, target, generator, y)
             recon = recon.mean(0)
         kl_dims = kl_per_dim(mu, log_var)
         kl = kl_dims.sum(1)

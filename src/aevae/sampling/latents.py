@@ -9,14 +9,33 @@ from aevae.losses import kl_std_normal
 from aevae.models import VAE, Autoencoder
 
 
-def encode_all(model: Autoencoder, images: Tensor, batch_size: int = 1000) -> Tensor:
-    """Deterministic codes (the VAE's posterior means) of `images`, a batch at a time."""
-    return torch.cat([model.encode(x) for x in images.split(batch_size)])
+def labels_for(model: Autoencoder, labels: Tensor | None) -> Tensor | None:
+    """`labels` where `model` is conditioned on them (`model.conditional`), else None."""
+    return labels if model.conditional else None
 
 
-def posterior_all(model: VAE, images: Tensor, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
-    """The VAE's posterior means and log-variances of `images`, a batch at a time."""
-    means, log_vars = zip(*(model.posterior(x) for x in images.split(batch_size)), strict=True)
+def batches(images: Tensor, labels: Tensor | None, batch_size: int) -> list[tuple[Tensor, Tensor | None]]:
+    """`(images, labels)` a batch at a time; labels None throughout where there are none."""
+    parts = images.split(batch_size)
+    return list(zip(parts, [None] * len(parts) if labels is None else labels.split(batch_size), strict=True))
+
+
+def encode_all(
+    model: Autoencoder, images: Tensor, labels: Tensor | None = None, batch_size: int = 1000
+) -> Tensor:
+    """Deterministic codes (the VAE's posterior means) of `images`, a batch at a time; `labels`
+    (class ids `[N]`) reach a conditional model's encoder, other models ignore them."""
+    parts = batches(images, labels_for(model, labels), batch_size)
+    return torch.cat([model.encode(x, y) for x, y in parts])
+
+
+def posterior_all(
+    model: VAE, images: Tensor, labels: Tensor | None = None, batch_size: int = 1000
+) -> tuple[Tensor, Tensor]:
+    """The VAE's posterior means and log-variances of `images`, a batch at a time (`labels`: as
+    for `encode_all`)."""
+    parts = batches(images, labels_for(model, labels), batch_size)
+    means, log_vars = zip(*(model.posterior(x, y) for x, y in parts), strict=True)
     return torch.cat(means), torch.cat(log_vars)
 
 
