@@ -8,6 +8,7 @@ from aevae.models.iwae import IWAE
 from aevae.models.module import Model
 from aevae.models.nets import MLP, Conv, ResNet
 from aevae.models.vae import VAE
+from aevae.models.vamp import VampVAE
 
 __all__ = [
     "AE",
@@ -19,6 +20,7 @@ __all__ = [
     "Conv",
     "Model",
     "ResNet",
+    "VampVAE",
     "load_checkpoint",
     "resolve_checkpoint",
 ]
