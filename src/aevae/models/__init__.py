@@ -4,6 +4,7 @@ from aevae.models.ae import AE
 from aevae.models.base import Autoencoder
 from aevae.models.checkpoint import load_checkpoint, resolve_checkpoint
 from aevae.models.classifier import Classifier
+from aevae.models.hvae import HVAE
 from aevae.models.iwae import IWAE
 from aevae.models.module import Model
 from aevae.models.nets import MLP, Conv, ResNet
@@ -12,6 +13,7 @@ from aevae.models.vamp import VampVAE
 
 __all__ = [
     "AE",
+    "HVAE",
     "IWAE",
     "MLP",
     "VAE",
