@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch.distributions import Bernoulli as BernoulliDist
 from torch.distributions import Normal
 
+from aevae.commands.eval import _likelihood
 from aevae.commands.train import build
 from aevae.config import UserError, compose_config, user_error
-from aevae.losses import Bernoulli, log_mean_exp
+from aevae.losses import Bernoulli, kl_std_normal, log_mean_exp
 from aevae.models import HVAE, MLP, load_checkpoint
 from conftest import QUIET, SMALL_DATA, mnist_root
 
@@ -160,3 +162,18 @@ def test_trains_evaluates_and_round_trips_a_checkpoint(
     with torch.no_grad():
         torch.testing.assert_close(loaded.log_weights(x, 2, seeded(0)), model.log_weights(x, 2, seeded(0)))
         torch.testing.assert_close(loaded.prior_codes(4, seeded(0)), model.prior_codes(4, seeded(0)))
+
+
+def test_eval_reports_the_sampled_kl_of_both_layers() -> None:
+    model, x = make().eval(), torch.rand(10, 1, 28, 28).round()
+    model.encoder[-1].bias.data[:8] += 2.0  # q(z1|x) and p(z1|z2) near 2: far from N(0, I)
+    model.decoder_2[-1].bias.data[:8] += 2.0
+    options = OmegaConf.create({"iw_samples": 50, "batch_size": 5})
+    with torch.no_grad():
+        report = _likelihood(model, x, options, seeded(0))
+        recon, kl = model.draws(x, 2000, generator=seeded(1))
+        first_layer_only = kl_std_normal(*model.posterior(x)).mean().item()
+    assert report["iw_nll"] <= report["neg_elbo"]
+    assert report["kl"] == pytest.approx(kl.mean().item(), abs=0.5)
+    assert report["neg_elbo"] == pytest.approx((recon + kl).mean().item(), abs=1.0)
+    assert abs(report["kl"] - first_layer_only) > 1.0

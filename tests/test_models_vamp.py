@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch.distributions import Normal
 
 import aevae.models.vamp
+from aevae.commands.eval import _likelihood
 from aevae.commands.train import build
 from aevae.config import UserError, compose_config, user_error
-from aevae.losses import Bernoulli
+from aevae.losses import Bernoulli, kl_std_normal
 from aevae.models import MLP, VampVAE, load_checkpoint
 from conftest import QUIET, SMALL_DATA, mnist_root
 
@@ -132,3 +134,17 @@ def test_trains_evaluates_and_round_trips_a_checkpoint(tmp_path: Path, net: str,
         torch.testing.assert_close(loaded.log_prior(z), model.log_prior(z))
         samples = [m.prior_codes(5, generator=torch.Generator().manual_seed(0)) for m in (loaded, model)]
         torch.testing.assert_close(*samples)
+
+
+def test_eval_reports_the_sampled_kl_not_the_one_to_a_standard_normal() -> None:
+    model, x = make(pseudo_inputs=7).eval(), torch.rand(10, 1, 28, 28).round()
+    model.encoder[-1].bias.data[:6] += 2.0  # posteriors and prior near 2: far from N(0, I)
+    options = OmegaConf.create({"iw_samples": 50, "batch_size": 5})
+    with torch.no_grad():
+        report = _likelihood(model, x, options, torch.Generator().manual_seed(0))
+        recon, kl = model.draws(x, 2000, generator=torch.Generator().manual_seed(1))
+        analytic = kl_std_normal(*model.posterior(x)).mean().item()
+    assert report["iw_nll"] <= report["neg_elbo"]
+    assert report["kl"] == pytest.approx(kl.mean().item(), abs=0.5)
+    assert report["neg_elbo"] == pytest.approx((recon + kl).mean().item(), abs=1.0)
+    assert abs(report["kl"] - analytic) > 1.0
