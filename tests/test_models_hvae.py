@@ -113,10 +113,19 @@ def test_refusals_are_one_line(kwargs: dict, match: str) -> None:
         make(**kwargs)
 
 
-def test_mse_is_refused_in_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("loss=mse", "loss=mse is not a likelihood"),
+        ("model.bound=iwae", "model.bound='iwae' is not allowed: expected elbo or iw"),
+        ("model.hidden_dims_2=[0]", "model.hidden_dims_2=[0] is not allowed"),
+        ("model.latent_dim_2=0", "model.latent_dim_2=0 is not allowed"),
+    ],
+)
+def test_bad_config_is_refused_in_one_line(tmp_path: Path, override: str, message: str) -> None:
     with pytest.raises(Exception) as err:
-        build(compose_config(["model=hvae", "loss=mse"], output_dir=tmp_path))
-    assert user_error(err.value).startswith("loss=mse is not a likelihood")
+        build(compose_config(["model=hvae", override], output_dir=tmp_path))
+    assert user_error(err.value).startswith(message)
 
 
 def test_paper_experiment_composes(tmp_path: Path) -> None:

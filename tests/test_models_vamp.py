@@ -96,10 +96,18 @@ def test_refusals_are_one_line() -> None:
         make(pseudo_inputs=0)
 
 
-def test_mse_is_refused_in_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("loss=mse", "loss=mse is not a likelihood"),
+        ("model.pseudo_inputs=0", "model.pseudo_inputs=0 is not allowed: expected an integer >= 1"),
+        ("model.free_bits=1", "model=vamp samples its KL"),
+    ],
+)
+def test_bad_config_is_refused_in_one_line(tmp_path: Path, override: str, message: str) -> None:
     with pytest.raises(Exception) as err:
-        build(compose_config(["model=vamp", "loss=mse"], output_dir=tmp_path))
-    assert user_error(err.value).startswith("loss=mse is not a likelihood")
+        build(compose_config(["model=vamp", override], output_dir=tmp_path))
+    assert user_error(err.value).startswith(message)
 
 
 def overrides(net: str, loss: str) -> list[str]:
