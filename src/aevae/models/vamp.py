@@ -16,12 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aevae.config import UserError
-from aevae.losses import log_normal
+from aevae.losses import LOG_2PI, log_normal
 from aevae.models.vae import VAE, draw
-
-#: Elements of the [draws, K, d] tensor of the mixture density formed at a time: it bounds the
-#: memory of scoring the thousands of draws per image of aevae-eval (64 MB in float32).
-MIXTURE_CHUNK = 1 << 24
 
 
 class VampVAE(VAE):
@@ -73,12 +69,17 @@ class VampVAE(VAE):
     def log_prior(self, z: Tensor) -> Tensor:
         """log p(z) = log mean_k q(z | u_k) for codes `z [..., d]`: `[...]`."""
         mu, log_var = self.components()
-        flat = z.reshape(-1, 1, z.shape[-1])  # [N, 1, d] against the [K, d] components
-        per_chunk = max(1, MIXTURE_CHUNK // (mu.numel()))
-        # the differences z - mu_k, not an expanded quadratic form: under a tiny component
-        # variance the expanded form cancels large terms (and TF32 matmuls would amplify it)
-        log_p = [torch.logsumexp(log_normal(part, mu, log_var), dim=1) for part in flat.split(per_chunk)]
-        return (torch.cat(log_p) - math.log(len(mu))).view(z.shape[:-1])
+        flat = z.reshape(-1, z.shape[-1])
+        # sum_d (z_d - mu_kd)^2 / var_kd as matmuls, [N, d] x [d, K], not an [N, K, d] tensor (that is
+        # memory-bound: minutes for the millions of draws of aevae-eval); in float64, where expanding
+        # the square loses nothing (float32 or TF32 would cancel large terms) and autocast keeps it
+        wide = torch.float32 if z.device.type == "mps" else torch.float64  # MPS has no float64
+        flat, mean, precision = flat.to(wide), mu.to(wide), (-log_var).exp().to(wide)
+        squares = (
+            flat.square() @ precision.T - 2 * flat @ (mean * precision).T + (mean.square() * precision).sum(1)
+        )
+        log_q = -0.5 * (LOG_2PI * mu.shape[1] + log_var.to(wide).sum(1) + squares)  # [N, K]
+        return (torch.logsumexp(log_q, dim=1) - math.log(len(mu))).to(z.dtype).view(z.shape[:-1])
 
     def latent_draws(
         self, x: Tensor, k: int, generator: torch.Generator | None = None
