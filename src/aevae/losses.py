@@ -18,6 +18,8 @@ from torch import Tensor, nn
 
 from aevae.config import UserError
 
+LOG_2PI = math.log(2 * math.pi)
+
 
 def per_image(values: Tensor) -> Tensor:
     """Sum a per-pixel tensor `[B, ...]` over everything but the batch dim."""
@@ -50,6 +52,11 @@ def kl_std_normal(mu: Tensor, log_var: Tensor) -> Tensor:
 def log_prior_over_posterior(z: Tensor, mu: Tensor, log_var: Tensor) -> Tensor:
     """log N(z; 0, I) - log N(z; mu, exp(log_var)), summed over latent dims (the 2 pi terms cancel)."""
     return -0.5 * (z.square() - (z - mu).square() / log_var.exp() - log_var).sum(-1)
+
+
+def log_normal(z: Tensor, mu: Tensor, log_var: Tensor) -> Tensor:
+    """log N(z; mu, diag(exp(log_var))), summed over the last (latent) dim; shapes broadcast."""
+    return -0.5 * (LOG_2PI + log_var + (z - mu).square() / log_var.exp()).sum(-1)
 
 
 def log_mean_exp(values: Tensor, dim: int = 0) -> Tensor:

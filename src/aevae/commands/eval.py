@@ -26,6 +26,10 @@ from aevae.files import DiskError, atomic_open, writable_dir, write_text
 
 log = logging.getLogger("aevae.eval")
 
+#: Posterior draws per image of a sampled KL (`latent_draws`): its mean over the test images is
+#: then within ~0.1 nat of the expectation, at a few percent of the IW bound's cost.
+KL_DRAWS = 10
+
 
 class Stopwatch:
     """Seconds per section of the evaluation, kept for eval.json."""
@@ -228,7 +232,15 @@ def _likelihood(
         for name in totals:
             totals[name] += bounds[name].sum().item()
     means = {name: total / len(images) for name, total in totals.items()}
-    kl = kl_std_normal(*posterior_all(model, images, labels)).mean().item()
+    if hasattr(model, "latent_draws"):  # a KL with no closed form (a VampPrior, two layers): the model's
+        # own sampled estimate, log q - log p averaged over KL_DRAWS posterior draws per image
+        kl_sum = sum(
+            model.latent_draws(x, KL_DRAWS, generator)[1].mean(0).sum().item()
+            for x in images.split(options.batch_size)
+        )
+        kl = kl_sum / len(images)
+    else:
+        kl = kl_std_normal(*posterior_all(model, images, labels)).mean().item()
     bits = {f"{name}_bits_per_dim": bits_per_dim(value, model.image_shape) for name, value in means.items()}
     return {**means, **bits, "kl": kl, "iw_samples": options.iw_samples, "images": len(images)}
 
