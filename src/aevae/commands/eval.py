@@ -87,6 +87,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 if options.iw_images is not None and options.iw_images < len(test_x):
                     some = test_x[fixed_indices(len(test_x), options.iw_images, cfg.seed).to(device)]
                 metrics |= prefixed("likelihood", _likelihood(model, some, options, generator))
+            if hasattr(model, "posterior"):  # a Gaussian posterior: the total correlation of its codes
+                from aevae.models.btcvae import total_correlation
+
+                with clock("total_correlation"):  # its own noise: the draws after it stay as they were
+                    own = torch.Generator(device).manual_seed(cfg.seed)
+                    metrics["latent/tc"] = total_correlation(model, test_x, generator=own)
         data, data_config = run.datamodule, _data_config(model, cfg)
         labelled = num_classes(data_config) >= 2
         if not labelled:
