@@ -91,7 +91,9 @@ class ContractiveAE(AE):
         recon = self.likelihood(self.decode(z), x if target is None else target)
         return {"loss": recon + self.contraction * penalty, "recon": recon, "contraction": penalty}
 
-    def evaluate(self, batch: Sequence[Tensor], generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def evaluate(
+        self, batch: Sequence[Tensor], generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
         with autograd_in_evaluation(batch) as copies:
             values = super().evaluate(copies, generator)
         return {name: value.detach() for name, value in values.items()}
