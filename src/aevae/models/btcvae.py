@@ -14,6 +14,8 @@ from aevae.losses import kl_std_normal
 from aevae.models.vae import VAE, draw
 
 LOG_2PI = math.log(2 * math.pi)
+#: Draws per block of the [draws, M, d] densities of `kl_decomposition` (training batches: one block).
+ROWS = 128
 
 
 def log_normal(z: Tensor, mu: Tensor, log_var: Tensor) -> Tensor:
@@ -53,10 +55,14 @@ def kl_decomposition(z: Tensor, mu: Tensor, log_var: Tensor, dataset_size: int) 
     where the aggregate posterior q(z) and its marginals q(z_k) are estimated on the minibatch by
     stratified sampling (`stratified_log_weights`). The three sum to log q(z|x) - log p(z) exactly.
     """
-    pairs = pairwise_log_density(z, mu, log_var)  # [M, M, d]
     log_w = stratified_log_weights(len(z), dataset_size, z.device, z.dtype)
-    log_qz = torch.logsumexp(log_w + pairs.sum(2), dim=1)
-    log_prod_marginals = torch.logsumexp(log_w[:, :, None] + pairs, dim=1).sum(1)
+    log_qz, log_prod_marginals = [], []
+    for rows in range(0, len(z), ROWS):  # [ROWS, M, d] at a time: a large batch stays in the cache
+        pairs = pairwise_log_density(z[rows : rows + ROWS], mu, log_var)
+        weights = log_w[rows : rows + ROWS]
+        log_qz.append(torch.logsumexp(weights + pairs.sum(2), dim=1))
+        log_prod_marginals.append(torch.logsumexp(weights[:, :, None] + pairs, dim=1).sum(1))
+    log_qz, log_prod_marginals = torch.cat(log_qz), torch.cat(log_prod_marginals)
     log_qz_x = log_normal(z, mu, log_var).sum(1)
     log_pz = log_normal(z, torch.zeros_like(z), torch.zeros_like(z)).sum(1)
     return {"mi": log_qz_x - log_qz, "tc": log_qz - log_prod_marginals, "dwkl": log_prod_marginals - log_pz}
@@ -66,7 +72,7 @@ def kl_decomposition(z: Tensor, mu: Tensor, log_var: Tensor, dataset_size: int) 
 def total_correlation(
     model: Any,
     images: Tensor,
-    batch_size: int = 1000,
+    batch_size: int = 500,
     dataset_size: int | None = None,
     generator: torch.Generator | None = None,
 ) -> float:
