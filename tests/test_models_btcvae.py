@@ -23,18 +23,22 @@ def gaussians(m: int, d: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor
     return z, mu, log_var
 
 
-def test_the_three_terms_sum_to_the_kl_estimate_on_the_same_draws() -> None:
+@pytest.mark.parametrize("estimator", ["mss", "mws"])
+def test_the_three_terms_sum_to_the_kl_estimate_on_the_same_draws(estimator: str) -> None:
     z, mu, log_var = gaussians(32, 5)
-    parts = kl_decomposition(z, mu, log_var, dataset_size=1000)
+    parts = kl_decomposition(z, mu, log_var, dataset_size=1000, estimator=estimator)
     estimate = Normal(mu, (0.5 * log_var).exp()).log_prob(z).sum(1) - Normal(0.0, 1.0).log_prob(z).sum(1)
     torch.testing.assert_close(parts["mi"] + parts["tc"] + parts["dwkl"], estimate)
     assert not torch.allclose(parts["tc"], torch.zeros_like(parts["tc"]))
 
 
-def brute_force_tc(z, mu, log_var, n: int) -> list[float]:  # noqa: ANN001
-    """log q(z_i) - sum_k log q(z_ik), the aggregate q of the stratified weights, by explicit loops."""
+def brute_force_tc(z, mu, log_var, n: int, estimator: str) -> list[float]:  # noqa: ANN001
+    """log q(z_i) - sum_k log q(z_ik), the aggregate q of the estimator's weights, by explicit loops."""
     m, d = len(z), len(z[0])
-    weight = [[1 / n if j == i else (n - 1) / (n * (m - 1)) for j in range(m)] for i in range(m)]
+    if estimator == "mss":
+        weight = [[1 / n if j == i else (n - 1) / (n * (m - 1)) for j in range(m)] for i in range(m)]
+    else:
+        weight = [[1 / (n * m)] * m for _ in range(m)]
 
     def density(i: int, j: int, k: int) -> float:
         var = math.exp(log_var[j][k])
@@ -48,10 +52,11 @@ def brute_force_tc(z, mu, log_var, n: int) -> list[float]:  # noqa: ANN001
     return result
 
 
-def test_total_correlation_matches_a_brute_force_computation() -> None:
+@pytest.mark.parametrize("estimator", ["mss", "mws"])
+def test_total_correlation_matches_a_brute_force_computation(estimator: str) -> None:
     z, mu, log_var = gaussians(6, 3, seed=1)
-    tc = kl_decomposition(z, mu, log_var, dataset_size=50)["tc"]
-    expected = brute_force_tc(z.tolist(), mu.tolist(), log_var.tolist(), 50)
+    tc = kl_decomposition(z, mu, log_var, dataset_size=50, estimator=estimator)["tc"]
+    expected = brute_force_tc(z.tolist(), mu.tolist(), log_var.tolist(), 50, estimator)
     torch.testing.assert_close(tc, torch.tensor(expected, dtype=torch.float64))
 
 
@@ -113,6 +118,7 @@ def test_trains_evaluates_and_round_trips(tmp_path: Path, net: str, loss: str) -
         (["model.k=3"], "keep model.k=1 and model.free_bits=0"),
         (["model.free_bits=0.5"], "keep model.k=1 and model.free_bits=0"),
         (["model.dataset_size=1"], "model.dataset_size=1 must be the training set's size"),
+        (["model.estimator=exact"], "model.estimator='exact' is not known"),
     ],
 )
 def test_refusals_are_one_line(tmp_path: Path, overrides: list[str], message: str) -> None:

@@ -46,16 +46,36 @@ def stratified_log_weights(
     return weights.fill_diagonal_(-math.log(dataset_size))
 
 
-def kl_decomposition(z: Tensor, mu: Tensor, log_var: Tensor, dataset_size: int) -> dict[str, Tensor]:
+ESTIMATORS = ("mss", "mws")
+
+
+def log_weights(
+    batch: int,
+    dataset_size: int,
+    estimator: str,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """`stratified_log_weights` (mss), or minibatch-weighted sampling's (mws, Chen et al.'s eq. in
+    appendix C.1): every image of the batch weighted 1/(N M), the own one too."""
+    if estimator == "mss":
+        return stratified_log_weights(batch, dataset_size, device, dtype)
+    return torch.full((batch, batch), -math.log(dataset_size * batch), device=device, dtype=dtype)
+
+
+def kl_decomposition(
+    z: Tensor, mu: Tensor, log_var: Tensor, dataset_size: int, estimator: str = "mss"
+) -> dict[str, Tensor]:
     """The per-draw terms `[M]` of E_q[log q(z|x) - log p(z)] = MI + TC + dimension-wise KL, for
     draws `z [M, d]` of the posteriors `(mu, log_var) [M, d]` of a minibatch of M images out of N:
 
     mi = log q(z|x) - log q(z), tc = log q(z) - sum_k log q(z_k), dwkl = sum_k log q(z_k) - log p(z),
 
     where the aggregate posterior q(z) and its marginals q(z_k) are estimated on the minibatch by
-    stratified sampling (`stratified_log_weights`). The three sum to log q(z|x) - log p(z) exactly.
+    stratified sampling (`stratified_log_weights`), or with `estimator="mws"` by minibatch-weighted
+    sampling (`log_weights`). The three sum to log q(z|x) - log p(z) exactly.
     """
-    log_w = stratified_log_weights(len(z), dataset_size, z.device, z.dtype)
+    log_w = log_weights(len(z), dataset_size, estimator, z.device, z.dtype)
     log_qz, log_prod_marginals = [], []
     for rows in range(0, len(z), ROWS):  # [ROWS, M, d] at a time: a large batch stays in the cache
         pairs = pairwise_log_density(z[rows : rows + ROWS], mu, log_var)
@@ -91,7 +111,8 @@ def total_correlation(
 class BetaTCVAE(VAE):
     """loss = recon + MI + beta * TC + dimension-wise KL (the paper's alpha = gamma = 1), the three
     estimated on each minibatch as `kl_decomposition` says with N = `dataset_size` (the training set:
-    MNIST's 60k by default); with beta = 1 the loss is the one-draw negative ELBO.
+    MNIST's 60k by default) and `estimator` (mss: stratified, mws: minibatch-weighted); with beta = 1
+    the loss is the one-draw negative ELBO.
 
     `mi`, `tc` and `dwkl` are batch estimates (each image's term depends on the other images of its
     batch); `kl` and `neg_elbo` are the VAE's, with the analytic KL, so the bounds compare with other
@@ -100,7 +121,9 @@ class BetaTCVAE(VAE):
 
     term_names = ("loss", "recon", "kl", "neg_elbo", "mi", "tc", "dwkl")
 
-    def __init__(self, *args: Any, beta: float = 6.0, dataset_size: int = 60_000, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, beta: float = 6.0, dataset_size: int = 60_000, estimator: str = "mss", **kwargs: Any
+    ) -> None:
         super().__init__(*args, beta=beta, **kwargs)
         if self.k != 1 or self.free_bits:
             raise UserError(
@@ -109,7 +132,11 @@ class BetaTCVAE(VAE):
             )
         if dataset_size < 2:
             raise UserError(f"model.dataset_size={dataset_size} must be the training set's size (>= 2)")
-        self.dataset_size = int(dataset_size)
+        if estimator not in ESTIMATORS:
+            raise UserError(
+                f"model.estimator={estimator!r} is not known; use mss (stratified) or mws (weighted)"
+            )
+        self.dataset_size, self.estimator = int(dataset_size), estimator
         self.warmup = 1.0  # the KL terms' weight factor during kl_warmup_epochs
 
     def terms(
@@ -123,7 +150,7 @@ class BetaTCVAE(VAE):
         noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         z = draw(mu, log_var, noise)
         recon = self.likelihood(self.decode(z), x if target is None else target)
-        parts = kl_decomposition(z, mu, log_var, self.dataset_size)
+        parts = kl_decomposition(z, mu, log_var, self.dataset_size, self.estimator)
         kl = kl_std_normal(mu, log_var)
         penalty = parts["mi"] + self.beta * parts["tc"] + parts["dwkl"]
         loss = recon + (self.warmup if self.training else 1.0) * penalty
