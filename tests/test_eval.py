@@ -77,6 +77,7 @@ def test_vae_likelihood_bounds_are_ordered(evaluated: dict[str, Path]) -> None:
         read_metrics(evaluated["vae"])["test/neg_elbo"], rel=0.01
     )
     assert "likelihood/iw_nll" not in read_eval(evaluated["ae"])["metrics"]
+    assert metrics["latent/tc"] > 0 and "latent/tc" not in read_eval(evaluated["ae"])["metrics"]
 
 
 def test_eval_prints_a_table_and_writes_where_asked(trained: dict[str, Path], tmp_path: Path) -> None:

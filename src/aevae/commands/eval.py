@@ -65,7 +65,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from aevae.evaluation.representation import knn_accuracy, linear_probe_accuracy
     from aevae.loading import load_run, split_images
     from aevae.metrics import ActiveUnits
-    from aevae.sampling.latents import encode_all
+    from aevae.sampling.latents import encode_all, labels_for
 
     clock, options = Stopwatch(), cfg.eval
     with clock("load"):
@@ -92,6 +92,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                     index = fixed_indices(len(test_x), options.iw_images, cfg.seed).to(device)
                     some, some_y = test_x[index], test_y[index]
                 metrics |= prefixed("likelihood", _likelihood(model, some, some_y, options, generator))
+            if hasattr(model, "posterior"):  # a Gaussian posterior: the total correlation of its codes
+                from aevae.models.btcvae import total_correlation
+
+                with clock("total_correlation"):  # its own noise: the draws after it stay as they were
+                    own = torch.Generator(device).manual_seed(cfg.seed)
+                    metrics["latent/tc"] = total_correlation(
+                        model, test_x, generator=own, labels=labels_for(model, test_y)
+                    )
         data, data_config = run.datamodule, _data_config(model, cfg)
         labelled = num_classes(data_config) >= 2
         if not labelled:

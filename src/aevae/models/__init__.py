@@ -2,15 +2,19 @@
 
 from aevae.models.ae import AE
 from aevae.models.base import Autoencoder
+from aevae.models.btcvae import BetaTCVAE
 from aevae.models.checkpoint import load_checkpoint, resolve_checkpoint
 from aevae.models.classifier import Classifier
+from aevae.models.contractive_ae import ContractiveAE
 from aevae.models.cvae import CVAE
 from aevae.models.hvae import HVAE
 from aevae.models.iwae import IWAE
 from aevae.models.module import Model
 from aevae.models.nets import MLP, Conv, ResNet
+from aevae.models.sparse_ae import SparseAE
 from aevae.models.vae import VAE
 from aevae.models.vamp import VampVAE
+from aevae.models.wae import WAE
 
 __all__ = [
     "AE",
@@ -19,12 +23,16 @@ __all__ = [
     "IWAE",
     "MLP",
     "VAE",
+    "WAE",
     "Autoencoder",
+    "BetaTCVAE",
     "Classifier",
+    "ContractiveAE",
     "Conv",
     "Model",
     "ResNet",
     "VampVAE",
+    "SparseAE",
     "load_checkpoint",
     "resolve_checkpoint",
 ]
