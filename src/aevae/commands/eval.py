@@ -78,7 +78,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         with clock("reconstruction"):
             train_codes, test_codes = encode_all(model, train_x), encode_all(model, test_x)
             metrics |= prefixed("recon", decoding_quality(model, test_codes, test_x))
-            active = ActiveUnits(model.latent_dim).to(device)
+            active = ActiveUnits(test_codes.shape[1]).to(device)  # a VQ-VAE's grid: D * h * w
             active.update(test_codes)
             metrics["latent/active_units"] = active.compute().item()
         if hasattr(model, "log_weights"):  # a likelihood model: its bounds on log p(x)
@@ -106,7 +106,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             metrics |= prefixed("smoothness", smoothness)
         with clock("samples"):
             noise = torch.randn(options.num_samples, model.latent_dim, generator=generator, device=device)
-            samples = decoded_images(model, prior_codes(model, noise, lambda: train_codes))
+            samples = decoded_images(model, prior_codes(model, noise, lambda: train_codes, generator))
             if labelled:
                 judge, judge_dir = digit_judge(data_config, options.judge_epochs, device)
                 metrics |= prefixed("samples", judge_scores(judge, samples))

@@ -55,14 +55,14 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
     with torch.no_grad():
         train_codes = encode_all(model, split_images(run, "train")[0])
         noise = torch.randn(options.num_samples, model.latent_dim, generator=generator, device=device)
-        samples = decoded_images(model, prior_codes(model, noise, lambda: train_codes))
+        samples = decoded_images(model, prior_codes(model, noise, lambda: train_codes, generator))
         save("prior_samples", make_grid(samples, nrow=options.per_row, pad_value=0.5))
         save(
             "reconstructions", reconstruction_grid(model, test_x[: options.reconstructions], options.per_row)
         )
         start, end = test_x[pairs[:, 0]], test_x[pairs[:, 1]]
         save("interpolations", interpolation_grid(model, start, end, options.steps, options.mode))
-        if model.latent_dim == 2:
+        if train_codes.shape[1] == 2:  # a plane of codes (not a VQ-VAE's grid of 2-D codes)
             grid = manifold_codes(options.manifold_size, device)
             images = decoded_images(model, prior_codes(model, grid, lambda: train_codes))
             save("manifold", make_grid(images, nrow=options.manifold_size, padding=0))

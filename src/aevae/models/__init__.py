@@ -8,17 +8,21 @@ from aevae.models.iwae import IWAE
 from aevae.models.module import Model
 from aevae.models.nets import MLP, Conv, ResNet
 from aevae.models.vae import VAE
+from aevae.models.vq_prior import VQPrior
+from aevae.models.vqvae import VQVAE
 
 __all__ = [
     "AE",
     "IWAE",
     "MLP",
     "VAE",
+    "VQVAE",
     "Autoencoder",
     "Classifier",
     "Conv",
     "Model",
     "ResNet",
+    "VQPrior",
     "load_checkpoint",
     "resolve_checkpoint",
 ]

@@ -48,11 +48,23 @@ def gaussian_draws(noise: Tensor, mean: Tensor, factor: Tensor) -> Tensor:
     return mean + noise @ factor.T
 
 
-def prior_codes(model: Autoencoder, noise: Tensor, fit_codes: Callable[[], Tensor]) -> Tensor:
+def prior_codes(
+    model: Autoencoder,
+    noise: Tensor,
+    fit_codes: Callable[[], Tensor],
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Codes that decode to new images, from standard-normal `noise [N, D]`: the prior's own draws
     for a VAE; for an AE, which has no prior, draws of a Gaussian fitted to `fit_codes()`
-    (called only then: training codes)."""
-    return noise if model.has_prior else gaussian_draws(noise, *fit_gaussian(fit_codes()))
+    (called only then: training codes). A model with a prior of another kind (a VQ-VAE's code
+    grid) draws `N` codes itself, from `generator` (default: seeded 0, the same draws each call)."""
+    if not model.has_prior:
+        return gaussian_draws(noise, *fit_gaussian(fit_codes()))
+    if isinstance(model, VAE):
+        return noise
+    if generator is None:
+        generator = torch.Generator(noise.device).manual_seed(0)
+    return model.prior_codes(len(noise), generator=generator)
 
 
 def lerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
