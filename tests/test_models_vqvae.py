@@ -117,7 +117,8 @@ def vq_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.Tensor
     fitted.trainer.fit(fitted.model, datamodule=fitted.datamodule)
     (metrics,) = fitted.trainer.test(fitted.model, datamodule=fitted.datamodule, verbose=False)
     assert fitted.trainer.global_step == 2 and all(math.isfinite(v) for v in metrics.values())
-    assert 1 <= metrics["test/perplexity"] <= 16 and {"test/commitment", "test/recon", "test/mse"} <= set(metrics)
+    assert 1 <= metrics["test/perplexity"] <= 16
+    assert {"test/commitment", "test/recon", "test/mse"} <= set(metrics)
     return run_dir, fitted.model.codebook.cpu().clone()
 
 
@@ -135,7 +136,7 @@ def test_checkpoint_round_trip(vq_run: tuple[Path, torch.Tensor]) -> None:
     model = load_checkpoint(resolve_checkpoint(run_dir))
     again = load_checkpoint(resolve_checkpoint(run_dir))
     x = torch.rand(2, 1, 28, 28)
-    assert isinstance(model, VQVAE) and torch.equal(model.codebook, codebook)  # the trained one, not a new draw
+    assert isinstance(model, VQVAE) and torch.equal(model.codebook, codebook)  # the trained one
     with torch.no_grad():
         assert torch.equal(model(x), again(x)) and torch.equal(model.encode(x), again.encode(x))
 

@@ -53,8 +53,9 @@ class GatedLayer(nn.Module):
         half = kernel_size // 2
         # padded on both sides and cropped to the first h rows (w columns): output (i, j) sees
         # input rows i - half .. i (columns j - half .. j), less the last one in the first layer
+        vertical_kernel = (half + 1, kernel_size)
         self.vertical = MaskedConv2d(
-            channels, 2 * channels, (half + 1, kernel_size), padding=(half, half), mask="row" if first else None
+            channels, 2 * channels, vertical_kernel, padding=(half, half), mask="row" if first else None
         )
         self.horizontal = MaskedConv2d(
             channels, 2 * channels, (1, half + 1), padding=(0, half), mask="col" if first else None

@@ -57,7 +57,8 @@ class VQVAE(Autoencoder):
                 f"model.codebook_size={codebook_size} must be >= 2 and model.decay={decay} in [0, 1)"
             )
         self.codebook_size, self.commitment = int(codebook_size), float(commitment)
-        self.decay, self.epsilon, self.restart_threshold = float(decay), float(epsilon), float(restart_threshold)
+        self.decay, self.epsilon = float(decay), float(epsilon)
+        self.restart_threshold = float(restart_threshold)
         codebook = torch.randn(self.codebook_size, self.latent_dim)
         self.register_buffer("codebook", codebook)  # e_k `[K, D]`
         # counts start at one and sums at the codes: an unused code keeps its place instead of
@@ -79,7 +80,7 @@ class VQVAE(Autoencoder):
 
     # -- the code grid ------------------------------------------------------------------------
     def quantize(self, z_e: Tensor) -> tuple[Tensor, Tensor]:
-        """The nearest codebook vectors of a grid `[B, D, h, w]` (same shape) and their indices `[B, h, w]`."""
+        """The nearest codebook vectors of a grid `[B, D, h, w]` (same shape), their indices `[B, h, w]`."""
         flat = z_e.movedim(1, -1).reshape(-1, self.latent_dim)
         distances = (
             flat.square().sum(1, keepdim=True) - 2 * flat @ self.codebook.T + self.codebook.square().sum(1)
@@ -100,15 +101,15 @@ class VQVAE(Autoencoder):
         return self.quantize(self.encoder(x))[0].flatten(1)
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        """Logits for flat codes `[B, D * h * w]` (any values: interpolations need not be codebook vectors)."""
+        """Logits for flat codes `[B, D * h * w]` (any values: interpolations are no codebook vectors)."""
         return self.decoder(z.view(len(z), self.latent_dim, *self.grid))
 
     def prior_codes(
         self, n: int, generator: torch.Generator | None = None, y: Tensor | None = None
     ) -> Tensor:
         """Flat codes `[n, D * h * w]` of independent, uniformly drawn indices at every grid position."""
-        shape = (n, *self.grid)
-        return self.codes_of(torch.randint(self.codebook_size, shape, generator=generator, device=self.device))
+        indices = torch.randint(self.codebook_size, (n, *self.grid), generator=generator, device=self.device)
+        return self.codes_of(indices)
 
     # -- training -----------------------------------------------------------------------------
     def _reconstruct(self, x: Tensor, target: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor]:
