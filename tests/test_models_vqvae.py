@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from aevae.commands.train import build
-from aevae.config import UserError, compose_config
+from aevae.config import CONFIG_DIR, UserError, compose_config
 from aevae.losses import Bernoulli
 from aevae.metrics import CodebookPerplexity
 from aevae.models import VQVAE, Conv, VQPrior, load_checkpoint, resolve_checkpoint
@@ -175,3 +176,12 @@ def test_prior_without_pretrained_is_refused(tmp_path: Path) -> None:
     with pytest.raises(Exception) as err:
         instantiate(cfg.model, _convert_="all")
     assert "needs pretrained=RUN_DIR" in str(err.value.__cause__ or err.value)
+
+
+def test_export_refuses_a_vqvae_in_one_line(vq_run: tuple[Path, torch.Tensor], tmp_path: Path) -> None:
+    from aevae.commands.export import export
+
+    cfg = OmegaConf.load(CONFIG_DIR / "export.yaml")
+    cfg.run_dir, cfg.out, cfg.format = str(vq_run[0]), str(tmp_path), "torchscript"
+    with pytest.raises(UserError, match="aevae-export takes AE and VAE models"):
+        export(cfg)
