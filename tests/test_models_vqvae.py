@@ -112,14 +112,17 @@ def test_mlp_is_refused_in_one_line(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def vq_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.Tensor]:
-    """A VQ-VAE trained two steps (conv net, loss=bce), tested: its run dir and codebook."""
+    """A VQ-VAE trained two steps (conv net, loss=bce) with every TensorBoard callback (prior samples,
+    interpolations, projector, histograms), tested: its run dir and codebook."""
     run_dir = tmp_path_factory.mktemp("vqvae")
-    fitted = build(compose_config(["model=vqvae", "latent_dim=4", "model.codebook_size=16", *SHORT], run_dir))
+    overrides = ["model=vqvae", "latent_dim=4", "model.codebook_size=16", *SHORT, "logger=tensorboard"]
+    fitted = build(compose_config(overrides, run_dir))
     fitted.trainer.fit(fitted.model, datamodule=fitted.datamodule)
     (metrics,) = fitted.trainer.test(fitted.model, datamodule=fitted.datamodule, verbose=False)
     assert fitted.trainer.global_step == 2 and all(math.isfinite(v) for v in metrics.values())
     assert 1 <= metrics["test/perplexity"] <= 16
     assert {"test/commitment", "test/recon", "test/mse"} <= set(metrics)
+    assert (run_dir / "tensorboard" / "projector_config.pbtxt").is_file()  # the callbacks took its codes
     return run_dir, fitted.model.codebook.cpu().clone()
 
 
