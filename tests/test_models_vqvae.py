@@ -188,3 +188,21 @@ def test_export_refuses_a_vqvae_in_one_line(vq_run: tuple[Path, torch.Tensor], t
     cfg.run_dir, cfg.out, cfg.format = str(vq_run[0]), str(tmp_path), "torchscript"
     with pytest.raises(UserError, match="aevae-export takes AE and VAE models"):
         export(cfg)
+
+
+def test_ddp_ranks_update_one_codebook_as_one_process_would(tmp_path: Path) -> None:
+    """Two CPU ranks with batch B sum their codebook statistics: the same EMA codebook as one
+    process with batch 2B (restarts off: their candidates are rank 0's half of the batch)."""
+    common = ("model=vqvae", "latent_dim=4", "model.codebook_size=16", "model.restart_threshold=0", *SHORT)
+    for name, args in {
+        "ddp": ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=32"],
+        "single": ["trainer=cpu", "data.batch_size=64"],
+    }.items():
+        aevae_train(
+            *common, *args, "test=false", "trainer.deterministic=true", f"hydra.run.dir={tmp_path / name}"
+        )
+    ddp, single = (
+        load_checkpoint(tmp_path / name / "checkpoints" / "last.ckpt") for name in ("ddp", "single")
+    )
+    torch.testing.assert_close(ddp.ema_count, single.ema_count)
+    torch.testing.assert_close(ddp.codebook, single.codebook, rtol=1e-4, atol=1e-5)
