@@ -38,6 +38,26 @@ class ActiveUnits(torchmetrics.Metric):
         return (variance > self.threshold).sum().float()
 
 
+class CodebookPerplexity(torchmetrics.Metric):
+    """exp(entropy) of how often each of `codebook_size` codes is used over a data set: the
+    number of codes a VQ-VAE uses, equally often (van den Oord et al., 2017). Updated with code
+    indices of any shape; the usage counts are summed across DDP ranks by torchmetrics."""
+
+    full_state_update = False
+
+    def __init__(self, codebook_size: int) -> None:
+        super().__init__()
+        self.add_state("usage", torch.zeros(int(codebook_size)), dist_reduce_fx="sum")
+
+    def update(self, indices: Tensor) -> None:
+        flat = indices.detach().flatten().long()
+        self.usage.index_add_(0, flat, torch.ones_like(flat, dtype=self.usage.dtype))
+
+    def compute(self) -> Tensor:
+        p = self.usage / self.usage.sum()
+        return torch.exp(-torch.special.xlogy(p, p).sum())
+
+
 class RunningTerms:
     """Per-image loss terms kept by reference per step and summed once per logging interval.
 

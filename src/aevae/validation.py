@@ -306,6 +306,7 @@ def _check_model(cfg: DictConfig) -> None:
         return
     if (
         str(model.get("_target_", "")).endswith("VAE")
+        and not str(model.get("_target_", "")).endswith("VQVAE")  # no ELBO: any reconstruction loss
         and loss
         and str(loss.get("_target_", "")).endswith("MSE")
     ):
@@ -344,8 +345,9 @@ def _check_devices(cfg: DictConfig) -> None:
 
 def _check_pretrained(cfg: DictConfig) -> None:
     target = str(cfg.get("model", {}).get("_target_", ""))
-    if cfg.get("pretrained") and target and not target.endswith("Classifier"):
+    if cfg.get("pretrained") and target and not target.endswith(("Classifier", "VQPrior")):
         raise UserError(
             f"pretrained={cfg.pretrained} is not allowed with model={target.rsplit('.', 1)[-1]}: "
-            "it is the encoder that experiment=finetune_classifier fine-tunes"
+            "it is the encoder that experiment=finetune_classifier fine-tunes (or the VQ-VAE whose "
+            "codes experiment=vqvae_prior models)"
         )

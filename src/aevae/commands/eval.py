@@ -82,7 +82,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         with clock("reconstruction"):
             train_codes, test_codes = encode_all(model, train_x, train_y), encode_all(model, test_x, test_y)
             metrics |= prefixed("recon", decoding_quality(model, test_codes, test_x, labels=test_y))
-            active = ActiveUnits(model.latent_dim).to(device)
+            active = ActiveUnits(test_codes.shape[1]).to(device)  # a VQ-VAE's grid: D * h * w
             active.update(test_codes)
             metrics["latent/active_units"] = active.compute().item()
         if hasattr(model, "log_weights"):  # a likelihood model: its bounds on log p(x)

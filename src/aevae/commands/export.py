@@ -61,11 +61,16 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         raise UserError("give one of ckpt=CHECKPOINT or run_dir=RUN_DIR")
     import torch
 
-    from aevae.models import load_checkpoint, resolve_checkpoint
+    from aevae.models import VQVAE, VQPrior, load_checkpoint, resolve_checkpoint
 
     key, where = ("ckpt", cfg.ckpt) if cfg.ckpt is not None else ("run_dir", cfg.run_dir)
     checkpoint = resolve_checkpoint(where, key=key)
     model = load_checkpoint(checkpoint, key=key)
+    if isinstance(model, VQVAE | VQPrior):  # their quantizer is a lookup, in none of the networks
+        raise UserError(
+            f"{key}={where} holds a {type(model).__name__}, whose codes are codebook lookups: "
+            "aevae-export takes AE and VAE models"
+        )
     if model.conditional:
         raise UserError(
             f"{key}={where} holds a conditional {type(model).__name__}, whose encoder and decoder also "

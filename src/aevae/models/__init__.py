@@ -14,6 +14,8 @@ from aevae.models.nets import MLP, Conv, ResNet
 from aevae.models.sparse_ae import SparseAE
 from aevae.models.vae import VAE
 from aevae.models.vamp import VampVAE
+from aevae.models.vq_prior import VQPrior
+from aevae.models.vqvae import VQVAE
 from aevae.models.wae import WAE
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "MLP",
     "VAE",
     "WAE",
+    "VQVAE",
     "Autoencoder",
     "BetaTCVAE",
     "Classifier",
@@ -33,6 +36,7 @@ __all__ = [
     "ResNet",
     "VampVAE",
     "SparseAE",
+    "VQPrior",
     "load_checkpoint",
     "resolve_checkpoint",
 ]

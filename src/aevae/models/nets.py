@@ -8,6 +8,13 @@ and log-variance) and how many maps the decoder must emit (the likelihood's
     encoder(out_features):             [B, C, H, W] in [0, 1] -> [B, out_features]
     decoder(latent_dim, out_channels): [B, latent_dim] -> [B, out_channels, H, W]
 
+The convolutional nets also build a pair for a spatial code (a grid of code vectors, VQ-VAE):
+
+    spatial_encoder(channels):               [B, C, H, W] -> [B, channels, h, w]
+    spatial_decoder(channels, out_channels): [B, channels, h, w] -> [B, out_channels, H, W]
+
+with `(h, w) = grid`, the feature map of the strided blocks (7x7 at 28x28); no dense layers.
+
 Decoders emit logits (likelihood parameters); losses apply the likelihood.
 """
 
@@ -171,6 +178,27 @@ class Conv:
             *halvings([*reversed(self.channels), out_channels or self.image_shape[0]], self.activation, True),
         )
 
+    @property
+    def grid(self) -> tuple[int, int]:
+        """`(h, w)` of the spatial code."""
+        return self.map_shape[1], self.map_shape[2]
+
+    def spatial_encoder(self, channels: int) -> nn.Module:
+        """The strided blocks, then a 1x1 convolution to `channels` per grid position."""
+        return nn.Sequential(
+            *halvings([self.image_shape[0], *self.channels], self.activation),
+            activation(self.activation),
+            nn.Conv2d(self.channels[-1], channels, 1),
+        )
+
+    def spatial_decoder(self, channels: int, out_channels: int | None = None) -> nn.Module:
+        """A 3x3 convolution from the code grid, then the transposed strided blocks."""
+        return nn.Sequential(
+            nn.Conv2d(channels, self.channels[-1], 3, padding=1),
+            activation(self.activation),
+            *halvings([*reversed(self.channels), out_channels or self.image_shape[0]], self.activation, True),
+        )
+
 
 class Residual(nn.Module):
     """x + Conv1x1(act(Conv3x3(act(x)))): a pre-activation bottleneck block, `[B, c, h, w]` kept."""
@@ -249,6 +277,28 @@ class ResNet:
         return nn.Sequential(
             *mlp([latent_dim, *reversed(self.hidden_dims), flat], self.activation),
             nn.Unflatten(1, self.map_shape),
+            *self.residuals(),
+            *halvings([*reversed(self.channels), out_channels or self.image_shape[0]], self.activation, True),
+        )
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """`(h, w)` of the spatial code."""
+        return self.map_shape[1], self.map_shape[2]
+
+    def spatial_encoder(self, channels: int) -> nn.Module:
+        """The strided convolutions and residual blocks, then a 1x1 convolution to `channels`
+        per grid position (the VQ-VAE paper's encoder)."""
+        return nn.Sequential(
+            *halvings([self.image_shape[0], *self.channels], self.activation),
+            *self.residuals(),
+            nn.Conv2d(self.channels[-1], channels, 1),
+        )
+
+    def spatial_decoder(self, channels: int, out_channels: int | None = None) -> nn.Module:
+        """A 3x3 convolution from the code grid, residual blocks, the transposed strided convolutions."""
+        return nn.Sequential(
+            nn.Conv2d(channels, self.channels[-1], 3, padding=1),
             *self.residuals(),
             *halvings([*reversed(self.channels), out_channels or self.image_shape[0]], self.activation, True),
         )
