@@ -74,7 +74,7 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
         start, end = test_x[pairs[:, 0]], test_x[pairs[:, 1]]
         ends = (test_y[pairs[:, 0]], test_y[pairs[:, 1]])
         save("interpolations", interpolation_grid(model, start, end, options.steps, options.mode, ends))
-        if model.latent_dim == 2:
+        if train_codes.shape[1] == 2:  # a 2-d code (not a VQ-VAE grid of 2-d vectors): its plane
             grid = manifold_codes(options.manifold_size, device)  # the quantiles of N(0, I) ...
             if not model.has_prior:  # ... or of the Gaussian fitted to the codes, which an AE has
                 grid = gaussian_draws(grid, *fit_gaussian(train_codes))
