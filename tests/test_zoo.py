@@ -153,7 +153,7 @@ def test_zoo_sweep_trains_evaluates_and_ranks_every_model(tmp_path: Path) -> Non
         "VAE",
         "IWAE",
         "CVAE",
-        "BTCVAE",
+        "BetaTCVAE",
         "VQVAE",
         "WAE",
         "VampVAE",
