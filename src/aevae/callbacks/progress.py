@@ -1,6 +1,6 @@
 """Lightning's tqdm progress bar, counting optimizer steps, and readable in log files.
 
-A training item of `aevae.chunked` is a chunk of K batches, so Lightning's bar, which
+A training item of `aevae.engine.chunked` is a chunk of K batches, so Lightning's bar, which
 counts items, would show 43/43 for an MNIST epoch of 860 steps. This bar counts steps.
 """
 

@@ -77,7 +77,7 @@ class ImageDataModule(L.LightningDataModule):
     `train_size` caps the training split. Batches come from :class:`TensorBatches`; the
     training order is reshuffled every epoch from `seed` and the epoch number, so runs are
     reproducible. Training items are chunks of `steps_per_chunk` batches (see
-    :mod:`aevae.chunked`).
+    :mod:`aevae.engine.chunked`).
 
     `label_fraction` keeps a seeded subset of the training split (a few labelled
     images, as for semi-supervised fine-tuning). `noise` (gaussian, salt_pepper,

@@ -1,4 +1,4 @@
-"""The sweeper of `aevae-train resume=SWEEP_DIR` (see aevae.sweeps): Hydra's basic sweeper that
+"""The sweeper of `aevae-train resume=SWEEP_DIR` (see aevae.commands.sweeps): Hydra's basic sweeper that
 launches only the jobs of the sweep in `hydra.sweep.dir` that did not finish."""
 
 from __future__ import annotations
