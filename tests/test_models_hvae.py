@@ -179,7 +179,7 @@ def test_eval_reports_the_sampled_kl_of_both_layers() -> None:
     model.decoder_2[-1].bias.data[:8] += 2.0
     options = OmegaConf.create({"iw_samples": 50, "batch_size": 5})
     with torch.no_grad():
-        report = _likelihood(model, x, options, seeded(0))
+        report = _likelihood(model, x, None, options, seeded(0))
         recon, kl = model.draws(x, 2000, generator=seeded(1))
         first_layer_only = kl_std_normal(*model.posterior(x)).mean().item()
     assert report["iw_nll"] <= report["neg_elbo"]

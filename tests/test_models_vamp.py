@@ -148,7 +148,7 @@ def test_eval_reports_the_sampled_kl_not_the_one_to_a_standard_normal() -> None:
     model.encoder[-1].bias.data[:6] += 2.0  # posteriors and prior near 2: far from N(0, I)
     options = OmegaConf.create({"iw_samples": 50, "batch_size": 5})
     with torch.no_grad():
-        report = _likelihood(model, x, options, torch.Generator().manual_seed(0))
+        report = _likelihood(model, x, None, options, torch.Generator().manual_seed(0))
         recon, kl = model.draws(x, 2000, generator=torch.Generator().manual_seed(1))
         analytic = kl_std_normal(*model.posterior(x)).mean().item()
     assert report["iw_nll"] <= report["neg_elbo"]
