@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from aevae.commands.summary import main as summary_main
-from aevae.config import compose_config
+from aevae.config import FOLDER_CHARS, compose_config, one_folder
 from conftest import EXE, QUIET, SMALL_DATA, run
 
 #: One short epoch per job on real MNIST.
@@ -105,3 +105,11 @@ def test_optuna_search_composes_and_runs(tmp_path: Path) -> None:
 def test_summary_refuses_a_dir_without_jobs(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="no job dirs"):
         summary_main([str(tmp_path)])
+
+
+def test_job_folders_of_many_overrides_stay_short_and_distinct() -> None:
+    assert one_folder("model/net=conv,latent_dim=8") == "model.net=conv,latent_dim=8"
+    many = [",".join(f"trainer.key_{i}={i}" for i in range(30)) + f",zoo={name}" for name in ("vae", "hvae")]
+    folders = [one_folder(m) for m in many]
+    assert all(len(f.encode()) <= FOLDER_CHARS for f in folders) and folders[0] != folders[1]
+    assert "/" not in "".join(folders)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import os
 import sys
@@ -30,10 +31,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get("AEVAE_CACHE") or Path.home() / ".cache" / "aevae").expanduser()
 
 
+#: Longest job-folder name made from a job's overrides; file systems refuse names over 255 bytes.
+FOLDER_CHARS = 120
+
+
 def one_folder(name: str) -> str:
     """A sweep job's overrides as one folder name (`${aevae.folder:...}` in conf/hydra): the '/'
-    of a config group (`model/net=conv`) would otherwise nest the job dir in a folder `0_model`."""
-    return str(name).replace("/", ".")
+    of a config group (`model/net=conv`) would otherwise nest the job dir in a folder `0_model`.
+    A longer name than FOLDER_CHARS keeps its start and ends in a hash of the whole (the job's
+    overrides stay whole in its .hydra/overrides.yaml and in the sweep's summary)."""
+    folder = str(name).replace("/", ".")
+    if len(folder.encode()) <= FOLDER_CHARS:
+        return folder
+    digest = hashlib.sha1(folder.encode()).hexdigest()[:8]
+    return f"{folder.encode()[: FOLDER_CHARS - 10].decode(errors='ignore')}~{digest}"
 
 
 OmegaConf.register_new_resolver("aevae.folder", one_folder, replace=True)
