@@ -15,8 +15,10 @@ from hydra.utils import instantiate
 from aevae.commands.compare import expand, markdown_table, ranks, read_eval
 from aevae.commands.train import build
 from aevae.config import compose_config, user_error
+from aevae.engine import chunked
 from aevae.models import load_checkpoint, resolve_checkpoint
 from conftest import EXE, QUIET, SMALL_DATA, mnist_root, run
+from test_graphs import StandInGraphs
 
 #: Every autoencoder of conf/model (the classifier and the VQ prior train on codes, not images).
 MODELS = (
@@ -103,11 +105,17 @@ def test_every_model_net_and_likelihood(tmp_path: Path, model: str, net: str, lo
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_every_model_fits_resumes_exactly_tests_and_loads(tmp_path: Path, model: str) -> None:
-    """Through Lightning: 2 epochs of 2 steps straight, and 1 epoch then a resume from that
-    run's last.ckpt to 2, end with the same weights and buffers (VQ's EMA codebook, Vamp's
-    pseudo-inputs ...); then the test measures and a checkpoint that loads."""
+def test_every_model_fits_resumes_exactly_tests_and_loads(
+    tmp_path: Path, model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through Lightning: 2 epochs of 2 steps straight, its last step replayed from a captured
+    step graph (the CUDA-graph plumbing against its CPU stand-in, tests/test_graphs.py), and
+    1 epoch then a resume from that run's last.ckpt to 2, eager, end with the same weights and
+    buffers (VQ's EMA codebook, Vamp's pseudo-inputs ...); then the test measures and a
+    checkpoint that loads."""
     net = "conv" if model == "vqvae" else "mlp"
+    monkeypatch.setattr(chunked, "GRAPHS", StandInGraphs)
+    StandInGraphs.captures = StandInGraphs.replays = 0
 
     def fit(run_dir: Path, epochs: int, *more: str):
         epochs_of_2 = [
@@ -120,9 +128,11 @@ def test_every_model_fits_resumes_exactly_tests_and_loads(tmp_path: Path, model:
         assert run_.trainer.global_step == 2 * epochs
         return run_
 
-    straight = fit(tmp_path / "straight", 2)
-    fit(tmp_path / "resumed", 1)
-    resumed = fit(tmp_path / "resumed", 2, f"ckpt_path={tmp_path / 'resumed' / 'checkpoints' / 'last.ckpt'}")
+    straight = fit(tmp_path / "straight", 2, "cuda_graph=true")
+    assert (StandInGraphs.captures, StandInGraphs.replays) == (1, 1)  # after 3 eager warm-up steps
+    fit(tmp_path / "resumed", 1, "cuda_graph=false")
+    last = tmp_path / "resumed" / "checkpoints" / "last.ckpt"
+    resumed = fit(tmp_path / "resumed", 2, "cuda_graph=false", f"ckpt_path={last}")
     expected = straight.model.state_dict()
     for name, value in resumed.model.state_dict().items():
         torch.testing.assert_close(value, expected[name], rtol=0, atol=0, msg=f"{model}: {name} differs")
