@@ -153,28 +153,37 @@ def test_ranks_follow_the_better_direction() -> None:
     assert ranks([1.0, 2.0], "importance samples per image") == [None, None]
 
 
-def test_zoo_sweep_trains_evaluates_and_ranks_every_model(tmp_path: Path) -> None:
-    """The zoo's real entry point on a tiny budget: every job trains, evaluates itself, and the
-    sweep's end writes one ranking table that holds every model."""
+@pytest.fixture(scope="module")
+def zoo_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The zoo's real entry point on a tiny budget, with TensorBoard and every default callback
+    (the zoo's own leave out the projector and the histograms)."""
+    where = tmp_path_factory.mktemp("zoo")
     proc = run(
         EXE,
         "experiment=zoo",
-        f"hydra.sweep.dir={tmp_path / 'zoo'}",
+        "callbacks=default",
+        f"hydra.sweep.dir={where / 'zoo'}",
         f"data.root={mnist_root()}",
         *SMALL_DATA,
         *QUIET,
         "trainer.max_steps=4",
         "trainer.limit_val_batches=1",
-        "logger=none",
+        "callbacks.projector.num_points=50",
         "eval.iw_samples=4",
         "eval.iw_images=50",
         "eval.num_samples=100",
         "eval.interpolation_pairs=4",
         "eval.judge_epochs=1",
-        cwd=tmp_path,
+        cwd=where,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = expand([tmp_path / "zoo"])
+    return where / "zoo"
+
+
+def test_zoo_sweep_trains_evaluates_and_ranks_every_model(zoo_sweep: Path) -> None:
+    """Every job trains, evaluates itself, and the sweep's end writes one ranking table that
+    holds every model."""
+    jobs = expand([zoo_sweep])
     models = {json.loads((job / "eval.json").read_text())["model"] for job in jobs}
     assert models == {
         "AE",
@@ -189,7 +198,56 @@ def test_zoo_sweep_trains_evaluates_and_ranks_every_model(tmp_path: Path) -> Non
         "SparseAE",
         "ContractiveAE",
     }
-    table = (tmp_path / "zoo" / "compare.md").read_text()
+    table = (zoo_sweep / "compare.md").read_text()
     assert table == markdown_table([read_eval(job) for job in jobs], rank=True)
     nll = next(line for line in table.splitlines() if "importance-weighted NLL, nats" in line)
-    assert nll.count("(1)") == 1 and (tmp_path / "zoo" / "compare.png").is_file()
+    assert nll.count("(1)") == 1 and (zoo_sweep / "compare.png").is_file()
+
+
+def test_every_model_logs_every_tensorboard_callback(zoo_sweep: Path) -> None:
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    for job in expand([zoo_sweep]):
+        events = ea.EventAccumulator(str(job / "tensorboard"), size_guidance={ea.IMAGES: 0}).Reload()
+        images, histograms = set(events.Tags()["images"]), set(events.Tags()["histograms"])
+        media = {"media/reconstructions", "media/prior_samples", "media/interpolations"}
+        assert media <= images and "latent/activations" in histograms, (job.name, images, histograms)
+        assert (job / "tensorboard" / "projector_config.pbtxt").is_file(), job.name
+        assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams"), job.name
+
+
+def test_every_model_samples_and_exports_or_says_why_not(zoo_sweep: Path, tmp_path: Path) -> None:
+    """aevae-sample's pictures from every job; aevae-export's files, or its one line for the
+    models it does not take (VQ-VAE: codebook lookups, CVAE: labels)."""
+    from omegaconf import OmegaConf
+
+    from aevae.commands.export import export
+    from aevae.commands.sample import sample
+    from aevae.config import CONFIG_DIR
+
+    def command_config(name: str, **keys: object):
+        cfg = OmegaConf.load(CONFIG_DIR / f"{name}.yaml")
+        for key in ("defaults", "hydra"):
+            cfg.pop(key, None)
+        cfg.merge_with(keys)
+        return cfg
+
+    refused = {"VQVAE": "codebook lookups", "CVAE": "take a label"}
+    for job in expand([zoo_sweep]):
+        model = json.loads((job / "eval.json").read_text())["model"]
+        auto = OmegaConf.load(CONFIG_DIR / "sampler" / "auto.yaml")
+        written = sample(
+            command_config("sample", run_dir=str(job), out=str(tmp_path / job.name), sampler=auto)
+        )
+        assert {"prior_samples", "reconstructions", "interpolations"} <= set(written), model
+        assert all(path.stat().st_size > 0 for path in written.values()), model
+        options = {"run_dir": str(job), "out": str(tmp_path / job.name / "export"), "format": "torchscript"}
+        try:
+            report = export(command_config("export", **options))
+        except Exception as err:  # noqa: BLE001
+            assert model in refused and refused[model] in (user_error(err) or ""), (model, err)
+            continue
+        assert model not in refused and report["files"]["torchscript"], model
+        assert all(part["max_abs_diff"] <= 1e-5 for part in report["files"]["torchscript"].values()), model
+        standard = model not in ("AE", "SparseAE", "ContractiveAE", "VampVAE", "HVAE")
+        assert (report["prior"] == {"distribution": "normal", "mean": 0.0, "std": 1.0}) == standard, model

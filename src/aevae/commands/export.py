@@ -170,13 +170,26 @@ def describe(model: Any, checkpoint: Path, parts: dict[str, Part]) -> dict[str, 
         },
         "pixels": "sigmoid(logits)",  # the decoder's: the mean of every aevae likelihood
         "likelihood": type(model.likelihood).__name__,
-        "prior": {"distribution": "normal", "mean": 0.0, "std": 1.0} if model.has_prior else None,
-        "sample": (
-            "sigmoid(decoder(z)) for z ~ N(0, I) of shape [n, latent_dim]"
-            if model.has_prior
-            else "an AE has no prior: decode codes near those of real images (encoder outputs)"
-        ),
+        **_prior(model),
         "files": {},
+    }
+
+
+def _prior(model: Any) -> dict[str, Any]:
+    """Where a user of the files gets codes to decode into new images."""
+    if model.standard_prior:
+        return {
+            "prior": {"distribution": "normal", "mean": 0.0, "std": 1.0},
+            "sample": "sigmoid(decoder(z)) for z ~ N(0, I) of shape [n, latent_dim]",
+        }
+    if model.has_prior:  # learned (VampPrior, HVAE's p(z1|z2)): not in the exported networks
+        return {
+            "prior": {"distribution": f"learned by the {type(model).__name__}, not exported"},
+            "sample": "sigmoid(decoder(z)) for z = aevae.load(RUN_DIR).prior_codes(n) in Python",
+        }
+    return {
+        "prior": None,
+        "sample": "an AE has no prior: decode codes near those of real images (encoder outputs)",
     }
 
 

@@ -76,7 +76,7 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
         save("interpolations", interpolation_grid(model, start, end, options.steps, options.mode, ends))
         if train_codes.shape[1] == 2:  # a 2-d code (not a VQ-VAE grid of 2-d vectors): its plane
             grid = manifold_codes(options.manifold_size, device)  # the quantiles of N(0, I) ...
-            if not model.has_prior:  # ... or of the Gaussian fitted to the codes, which an AE has
+            if not model.standard_prior:  # ... or of the Gaussian fitted to the codes (AE, learned priors)
                 grid = gaussian_draws(grid, *fit_gaussian(train_codes))
             # a conditional model's plane for one class: sample.label, else the first
             classes = torch.full((len(grid),), label or 0, device=device) if model.conditional else None

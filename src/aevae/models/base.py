@@ -63,6 +63,8 @@ class Autoencoder(Model):
     conditional = False
     #: `prior_codes` draws codes that decode to new images (the model was trained towards a prior).
     has_prior = False
+    #: That prior is N(0, I) over the code (not learned): codes can be drawn without the model.
+    standard_prior = False
 
     def __init__(
         self,

@@ -45,6 +45,8 @@ class HVAE(VAE):
         bound: `elbo` or `iw`, the objective.
     """
 
+    standard_prior = False  # over z1: p(z1|z2) N(z2; 0, I)
+
     def __init__(
         self,
         *args: Any,

@@ -24,7 +24,7 @@ class VAE(Autoencoder):
 
     code_factor = 2  # the posterior head: mean and log-variance per latent dim
     term_names = ("loss", "recon", "kl", "neg_elbo")
-    has_prior = True
+    has_prior = standard_prior = True
 
     def __init__(
         self,

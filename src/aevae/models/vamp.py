@@ -39,6 +39,8 @@ class VampVAE(VAE):
         pseudo_init_mean, pseudo_init_std: the normal the pseudo-inputs' parameters start from.
     """
 
+    standard_prior = False  # the mixture of the pseudo-inputs' posteriors
+
     def __init__(
         self,
         *args: Any,

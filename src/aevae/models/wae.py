@@ -42,7 +42,7 @@ class WAE(AE):
     """
 
     term_names = ("loss", "recon", "mmd")
-    has_prior = True
+    has_prior = standard_prior = True
 
     def __init__(self, *args: Any, mmd_weight: float = 10.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
