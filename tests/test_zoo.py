@@ -146,6 +146,19 @@ def test_every_model_fits_resumes_exactly_tests_and_loads(
         torch.testing.assert_close(loaded(x, labels), resumed.model.eval()(x, labels))
 
 
+def test_the_zoo_holds_every_model() -> None:
+    """MODELS (the tests above), conf/zoo/ and experiment=zoo's sweep name the same models."""
+    from omegaconf import OmegaConf
+
+    from aevae.config import CONFIG_DIR
+
+    swept = OmegaConf.load(CONFIG_DIR / "experiment" / "zoo.yaml").hydra.sweeper.params.zoo.split(",")
+    assert swept == list(MODELS)
+    assert {p.stem for p in (CONFIG_DIR / "zoo").glob("*.yaml")} == set(MODELS)
+    models = {p.stem for p in (CONFIG_DIR / "model").glob("*.yaml")} - {"classifier", "vq_prior"}
+    assert models == set(MODELS)
+
+
 # -- the ranking ---------------------------------------------------------------------------------
 def test_ranks_follow_the_better_direction() -> None:
     assert ranks([3.0, None, 1.0, 2.0], "NLL ↓") == [3, None, 1, 2]
