@@ -21,12 +21,13 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from aevae.callbacks import Interpolations, PriorSamples, Reconstructions
-from aevae.callbacks.tensorboard import fixed_indices, pick_images
+from aevae.callbacks.tensorboard import pick_images
 from aevae.commands.train import build
 from aevae.config import UserError, compose_config
 from aevae.data import MNISTDataModule
 from aevae.models import load_checkpoint
 from aevae.sampling.latents import encode_all, fit_gaussian, gaussian_draws, lerp, slerp
+from aevae.sampling.pictures import fixed_indices
 from conftest import REPO, aevae_train, mnist_root, png_size, read_metrics
 
 EPOCHS, STEPS_PER_EPOCH, PROJECTED = 3, 40, 1000

@@ -68,3 +68,28 @@ def test_callbacks_hold_callbacks_only() -> None:
     for name in callbacks.__all__:
         value = getattr(callbacks, name)
         assert inspect.isclass(value) and issubclass(value, L.Callback), name
+
+
+def test_only_callbacks_are_taken_from_the_callbacks_package() -> None:
+    """What the commands, the evaluation and the API import from aevae.callbacks is callbacks
+    (and the trackers' logger plumbing, which the run's loggers need): the pictures and latent
+    helpers they share with the callbacks come from aevae.sampling."""
+    import importlib
+    import inspect
+
+    import lightning as L
+
+    taken = []
+    for path in SRC.rglob("*.py"):
+        if "callbacks" in path.relative_to(SRC).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("aevae.callbacks"):
+                taken += [(path.name, node.module, alias.name) for alias in node.names]
+    assert taken, "the check found no import of aevae.callbacks at all"
+    for where, module, name in taken:
+        value = getattr(importlib.import_module(module), name)
+        if inspect.ismodule(value):
+            assert value.__name__ == "aevae.callbacks.trackers", f"{where} imports {module}.{name}"
+        else:
+            assert inspect.isclass(value) and issubclass(value, L.Callback), f"{where} imports {module}.{name}"

@@ -10,9 +10,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from aevae.callbacks.media import decoded_images
 from aevae.config import compose_config
 from aevae.models import load_checkpoint
+from aevae.sampling.pictures import decoded_images
 from aevae.sampling.samplers import make_sampler
 
 SHAPES = {"1x28x28": (1, 28, 28), "3x32x32": (3, 32, 32), "3x64x64": (3, 64, 64)}

@@ -113,3 +113,17 @@ def test_job_folders_of_many_overrides_stay_short_and_distinct() -> None:
     folders = [one_folder(m) for m in many]
     assert all(len(f.encode()) <= FOLDER_CHARS for f in folders) and folders[0] != folders[1]
     assert "/" not in "".join(folders)
+
+
+def test_a_key_only_the_swept_configs_have_gets_one_line_with_its_fix(tmp_path: Path) -> None:
+    """Hydra composes the sweep's config with the default model (the AE: no kl_warmup_epochs)."""
+    proc = run(
+        EXE, "experiment=zoo", "zoo=vae,hvae", "model.kl_warmup_epochs=3", f"hydra.sweep.dir={tmp_path}"
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [
+        "aevae-train: error: model.kl_warmup_epochs=3: Hydra composes the sweep's own config once without "
+        "the swept zoo, and that config has no model.kl_warmup_epochs; write ++model.kl_warmup_epochs=3 "
+        "to set it in every job"
+    ]
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())

@@ -132,8 +132,8 @@ def encode(model: Any, x: Tensor, batch_size: int = 1000, *, labels: Any = None)
 def decode(model: Any, z: Tensor, batch_size: int = 1000, *, labels: Any = None) -> Tensor:
     """The images `[N, C, H, W]` (pixel means in [0, 1]) that the decoder gives codes `z` (and,
     for a conditional model, `labels`)."""
-    from aevae.callbacks.media import decoded_images
     from aevae.sampling.latents import batches
+    from aevae.sampling.pictures import decoded_images
 
     parts = batches(z, _labels(model, labels, len(z)), batch_size)
     return torch.cat([decoded_images(model, part, y) for part, y in parts])
@@ -194,9 +194,9 @@ def interpolate(
     `mode`: "slerp" (spherical, the default) or "lerp" (a straight line). A conditional model
     needs `labels=(start's, end's)` (ints for two images, class ids `[P]` for batches); its
     decoder's label moves from one to the other along the path."""
-    from aevae.callbacks.media import decoded_paths
     from aevae.config import UserError
     from aevae.sampling.latents import INTERPOLATIONS
+    from aevae.sampling.pictures import decoded_paths
 
     if mode not in INTERPOLATIONS:
         raise UserError(f"mode={mode!r} is not one of {sorted(INTERPOLATIONS)}")

@@ -22,6 +22,7 @@ from aevae.callbacks import trackers
 from aevae.config import UserError
 from aevae.data import to_float
 from aevae.engine import internals
+from aevae.sampling.pictures import fixed_indices
 
 log = logging.getLogger("aevae.callbacks")
 
@@ -77,11 +78,6 @@ def choice(key: str, value: Any, allowed: tuple[str, ...] | list[str]) -> str:
     if value not in allowed:
         raise UserError(f"{key}={value!r} is not known; choose one of {sorted(allowed)}")
     return value
-
-
-def fixed_indices(n: int, count: int, seed: int) -> Tensor:
-    """`count` distinct indices into `range(n)`: the same ones for the same seed, in every run."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(count, n)]
 
 
 def pick_images(

@@ -55,8 +55,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     validate(cfg)
     import torch
 
-    from aevae.callbacks.media import decoded_images
-    from aevae.callbacks.tensorboard import fixed_indices
     from aevae.data.shapes import num_classes
     from aevae.evaluation.compression import compressed_quality
     from aevae.evaluation.judge import conditional_accuracy, digit_judge
@@ -66,6 +64,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from aevae.loading import load_run, split_images
     from aevae.metrics import ActiveUnits
     from aevae.sampling.latents import encode_all, labels_for
+    from aevae.sampling.pictures import decoded_images, fixed_indices
 
     clock, options = Stopwatch(), cfg.eval
     with clock("load"):

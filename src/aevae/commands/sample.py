@@ -30,10 +30,15 @@ def sample(cfg: DictConfig) -> dict[str, Path]:
     import torch
     from torchvision.utils import make_grid, save_image
 
-    from aevae.callbacks.media import decoded_images, interpolation_grid, per_class, reconstruction_grid
-    from aevae.callbacks.tensorboard import fixed_indices
     from aevae.loading import load_run, split_images
     from aevae.sampling.latents import encode_all, fit_gaussian, gaussian_draws
+    from aevae.sampling.pictures import (
+        decoded_images,
+        fixed_indices,
+        interpolation_grid,
+        per_class,
+        reconstruction_grid,
+    )
     from aevae.sampling.samplers import make_sampler
 
     options = cfg.sample

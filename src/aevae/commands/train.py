@@ -374,6 +374,46 @@ def _require_plugins(args: list[str]) -> None:
             require(module, extra, by=arg, name=name)
 
 
+def _check_sweep_config(args: list[str]) -> None:
+    """Hydra composes a sweep's own config (its mode, launcher, sweeper) once with the sweep's
+    overrides left out, so a key that only the swept configs have fails there
+    (`experiment=zoo zoo=vae,hvae model.kl_warmup_epochs=5`: the default model, the AE, has no
+    such key), and without `-m` Hydra reports it as an ambiguous sweep value. Compose that config
+    here, and name the key and its fix in one line."""
+    import re
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from aevae.config import compose_config
+
+    given = [a for a in args if "=" in a and not a.startswith("-")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(given)
+    except HydraException:
+        return  # Hydra says what is wrong with the syntax
+    swept = [o.key_or_group for o in overrides if o.is_sweep_override()]
+    if not swept:
+        return
+    fixed = [
+        o.input_line
+        for o in overrides
+        if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")
+    ]
+    try:
+        compose_config(fixed, output_dir=".")
+    except HydraException as err:
+        found = re.match(r"Could not override '([^']+)'", str(err))
+        if found is None:
+            return  # another problem: Hydra or the run reports it
+        key = found.group(1)
+        value = next(o.input_line.split("=", 1)[1] for o in overrides if o.key_or_group == key)
+        raise UserError(
+            f"{key}={value}: Hydra composes the sweep's own config once without the swept "
+            f"{', '.join(swept)}, and that config has no {key}; write ++{key}={value} to set it in every job"
+        ) from None
+
+
 def main() -> Any:
     """The `aevae-train` command. `resume=RUN_DIR` continues that run: its own overrides,
     its run dir and its last checkpoint, with any other overrides given on top.
@@ -402,6 +442,8 @@ def main() -> Any:
 
                 sys.argv = [sys.argv[0], *resume_overrides(target, others), resume[-1]]
     sys.argv = [sys.argv[0], *quote_paths(sys.argv[1:])]
+    with one_line_errors("aevae-train"):
+        _check_sweep_config(sys.argv[1:])
     try:
         return _task()
     finally:

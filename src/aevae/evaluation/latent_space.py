@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from aevae.callbacks.media import decoded_paths
 from aevae.models import Autoencoder
+from aevae.sampling.pictures import decoded_paths
 
 
 def interpolation_smoothness(
