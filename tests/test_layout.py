@@ -92,4 +92,6 @@ def test_only_callbacks_are_taken_from_the_callbacks_package() -> None:
         if inspect.ismodule(value):
             assert value.__name__ == "aevae.callbacks.trackers", f"{where} imports {module}.{name}"
         else:
-            assert inspect.isclass(value) and issubclass(value, L.Callback), f"{where} imports {module}.{name}"
+            assert inspect.isclass(value) and issubclass(value, L.Callback), (
+                f"{where} imports {module}.{name}"
+            )

@@ -32,7 +32,7 @@ def cache_dir() -> Path:
 
 
 #: Longest job-folder name made from a job's overrides; file systems refuse names over 255 bytes.
-FOLDER_CHARS = 120
+FOLDER_CHARS = 200
 
 
 def one_folder(name: str) -> str:
