@@ -147,3 +147,11 @@ def readme_code(heading: str, language: str = "python") -> list[str]:
     end = text.find("\n## ", start + 1)
     section = text[start : end if end != -1 else None]
     return re.findall(rf"```{language}\n(.*?)```", section, flags=re.S)
+
+
+# Under pytest-xdist (`-n 2 --dist loadfile`, the README's test command: a test file on one worker,
+# so its module fixtures are made once) two workers share two cores: one thread each.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
+    torch.set_num_threads(1)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -133,9 +136,16 @@ def test_submitit_local_runs_a_two_job_sweep(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def slurm() -> None:
+def slurm() -> Iterator[None]:
     """A one-node Slurm cluster on localhost, started by the project's own script (and
-    stopped after these tests, unless it was running before)."""
+    stopped after these tests, unless it was running before). One test module at a time holds
+    it: under pytest-xdist the other worker's Slurm tests wait for this lock."""
+    with open(Path(tempfile.gettempdir()) / "aevae-tests-slurm.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield from _slurm_cluster()
+
+
+def _slurm_cluster() -> Iterator[None]:
     script = REPO / "scripts" / "slurm_local.sh"
     was_running = subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).returncode == 0
     proc = subprocess.run([str(script), "start"], capture_output=True, text=True, timeout=600)
