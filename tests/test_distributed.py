@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import re
-import shutil
-import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import torch
 
 from aevae.engine.distributed import eval_shard
 from aevae.models import load_checkpoint
-from conftest import EXE, QUIET, REPO, SMALL_DATA, run
+from conftest import EXE, QUIET, SMALL_DATA, run
 
 SMALL = (*SMALL_DATA, *QUIET, "trainer.max_epochs=2", "trainer.log_every_n_steps=4")
 DDP = ("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2")
@@ -133,44 +127,3 @@ def submitit_sweep(sweep_dir: Path, *launcher: str) -> None:
 
 def test_submitit_local_runs_a_two_job_sweep(tmp_path: Path) -> None:
     submitit_sweep(tmp_path, "hydra/launcher=submitit_local")
-
-
-@pytest.fixture(scope="module")
-def slurm() -> Iterator[None]:
-    """A one-node Slurm cluster on localhost, started by the project's own script (and
-    stopped after these tests, unless it was running before). One test module at a time holds
-    it: under pytest-xdist the other worker's Slurm tests wait for this lock."""
-    with open(Path(tempfile.gettempdir()) / "aevae-tests-slurm.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield from _slurm_cluster()
-
-
-def _slurm_cluster() -> Iterator[None]:
-    script = REPO / "scripts" / "slurm_local.sh"
-    was_running = subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).returncode == 0
-    proc = subprocess.run([str(script), "start"], capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        pytest.skip(f"the Slurm daemons could not start here: {proc.stderr.strip()}")
-    yield
-    if not was_running:
-        subprocess.run([str(script), "stop"], capture_output=True, timeout=60)
-
-
-def test_slurm_sweep_through_submitit(slurm: None, tmp_path: Path) -> None:
-    submitit_sweep(
-        tmp_path,
-        "hydra/launcher=submitit_slurm",
-        "hydra.launcher.partition=debug",
-        "hydra.launcher.mem_gb=null",
-    )
-
-
-def test_slurm_srun_two_task_ddp(slurm: None, tmp_path: Path) -> None:
-    """Slurm starts both ranks (Lightning asks for --ntasks-per-node, not -n); they share one run dir."""
-    srun = [shutil.which("srun"), "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1"]
-    proc = run(*srun, EXE, *DDP, *SMALL, "logger=none", f"hydra.run.dir={tmp_path}")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    metrics = rank_metrics(tmp_path)
-    assert set(metrics) == {0, 1} and metrics[0] == metrics[1]
-    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics[0]
-    assert "global batch 128 = 64 per process x 2 process(es)" in (tmp_path / "train.log").read_text()

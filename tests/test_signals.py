@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import shlex
+import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from aevae.engine.checkpointing import peek
-from conftest import EXE, QUIET, SMALL_DATA, read_metrics, run_env
-from test_distributed import slurm  # noqa: F401  (the one-node cluster of scripts/slurm_local.sh)
+from conftest import EXE, QUIET, REPO, SMALL_DATA, read_metrics, run, run_env
+from test_distributed import DDP as DDP_RANKS
+from test_distributed import SMALL, rank_metrics, submitit_sweep
 
 TESTS = Path(__file__).resolve().parent
 #: 2 epochs of 20 steps, 10 steps a chunk: step 10 ends the first chunk, 13 and 27 are inside one.
@@ -213,3 +217,39 @@ def test_submitit_job_preempted_is_requeued_by_submitit_and_finishes_exactly(
     assert "stopped by SIGUSR2 at step 10 of 40; submitit requeues Slurm job" in log
     assert f"requeued Slurm job: continuing from {tmp_path}/job/checkpoints/last.ckpt" in log
     assert read_metrics(tmp_path / "job") == uninterrupted
+
+
+# -- the local Slurm cluster: every test that needs it is here (one xdist worker) ----------
+@pytest.fixture(scope="module")
+def slurm() -> Iterator[None]:
+    """A one-node Slurm cluster on localhost, started by the project's own script (and
+    stopped after these tests, unless it was running before). Every test that uses it is in
+    this file, which pytest-xdist (`--dist loadfile`) runs on one worker."""
+    script = REPO / "scripts" / "slurm_local.sh"
+    was_running = subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).returncode == 0
+    proc = subprocess.run([str(script), "start"], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        pytest.skip(f"the Slurm daemons could not start here: {proc.stderr.strip()}")
+    yield
+    if not was_running:
+        subprocess.run([str(script), "stop"], capture_output=True, timeout=60)
+
+
+def test_slurm_sweep_through_submitit(slurm: None, tmp_path: Path) -> None:
+    submitit_sweep(
+        tmp_path,
+        "hydra/launcher=submitit_slurm",
+        "hydra.launcher.partition=debug",
+        "hydra.launcher.mem_gb=null",
+    )
+
+
+def test_slurm_srun_two_task_ddp(slurm: None, tmp_path: Path) -> None:
+    """Slurm starts both ranks (Lightning asks for --ntasks-per-node, not -n); they share one run dir."""
+    srun = [shutil.which("srun"), "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1"]
+    proc = run(*srun, EXE, *DDP_RANKS, *SMALL, "logger=none", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    metrics = rank_metrics(tmp_path)
+    assert set(metrics) == {0, 1} and metrics[0] == metrics[1]
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics[0]
+    assert "global batch 128 = 64 per process x 2 process(es)" in (tmp_path / "train.log").read_text()

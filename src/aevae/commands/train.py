@@ -404,10 +404,10 @@ def _check_sweep_config(args: list[str]) -> None:
         compose_config(fixed, output_dir=".")
     except HydraException as err:
         found = re.match(r"Could not override '([^']+)'", str(err))
-        if found is None:
+        given_key = [o for o in overrides if found and o.key_or_group == found.group(1)]
+        if not given_key:
             return  # another problem: Hydra or the run reports it
-        key = found.group(1)
-        value = next(o.input_line.split("=", 1)[1] for o in overrides if o.key_or_group == key)
+        key, value = given_key[0].key_or_group, given_key[0].input_line.split("=", 1)[1]
         raise UserError(
             f"{key}={value}: Hydra composes the sweep's own config once without the swept "
             f"{', '.join(swept)}, and that config has no {key}; write ++{key}={value} to set it in every job"
