@@ -234,29 +234,21 @@ def test_every_model_samples_and_exports_or_says_why_not(zoo_sweep: Path, tmp_pa
     models it does not take (VQ-VAE: codebook lookups, CVAE: labels)."""
     from omegaconf import OmegaConf
 
+    from aevae.commands.cli import command_keys
     from aevae.commands.export import export
     from aevae.commands.sample import sample
     from aevae.config import CONFIG_DIR
-
-    def command_config(name: str, **keys: object):
-        cfg = OmegaConf.load(CONFIG_DIR / f"{name}.yaml")
-        for key in ("defaults", "hydra"):
-            cfg.pop(key, None)
-        cfg.merge_with(keys)
-        return cfg
 
     refused = {"VQVAE": "codebook lookups", "CVAE": "take a label"}
     for job in expand([zoo_sweep]):
         model = json.loads((job / "eval.json").read_text())["model"]
         auto = OmegaConf.load(CONFIG_DIR / "sampler" / "auto.yaml")
-        written = sample(
-            command_config("sample", run_dir=str(job), out=str(tmp_path / job.name), sampler=auto)
-        )
+        written = sample(command_keys("sample", run_dir=str(job), out=str(tmp_path / job.name), sampler=auto))
         assert {"prior_samples", "reconstructions", "interpolations"} <= set(written), model
         assert all(path.stat().st_size > 0 for path in written.values()), model
         options = {"run_dir": str(job), "out": str(tmp_path / job.name / "export"), "format": "torchscript"}
         try:
-            report = export(command_config("export", **options))
+            report = export(command_keys("export", **options))
         except Exception as err:  # noqa: BLE001
             assert model in refused and refused[model] in (user_error(err) or ""), (model, err)
             continue

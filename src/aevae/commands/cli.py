@@ -52,6 +52,19 @@ def standalone_app(name: str) -> Callable[[Callable[[Any], Any]], Callable[[], A
     return hydra.main(version_base="1.3", config_path="pkg://hydra.conf", config_name=name)
 
 
+def command_keys(name: str, **keys: Any) -> Any:
+    """The keys of conf/<name>.yaml without its defaults list and Hydra settings, with `keys`
+    merged on top: a command's config to call its function with, outside Hydra (aevae-train
+    calling aevae-eval, the tests). Groups its defaults list would pick come in `keys`."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(CONFIG_DIR / f"{name}.yaml")
+    for key in ("defaults", "hydra"):
+        cfg.pop(key, None)
+    cfg.merge_with(keys)
+    return cfg
+
+
 def _own_groups(node: Any) -> list[str]:
     """The groups of a config's defaults list that come from conf/ (not Hydra's)."""
     entries = [next(iter(e)) for e in node.get("defaults", []) if not isinstance(e, str)]

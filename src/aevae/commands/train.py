@@ -190,13 +190,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 def _evaluate(cfg: DictConfig, run_dir: Path) -> None:
     """`aevae-eval run_dir=<run_dir>` with this run's eval.* keys: eval.json in the run dir."""
+    from aevae.commands.cli import command_keys
     from aevae.commands.eval import evaluate
 
-    eval_cfg = OmegaConf.load(CONFIG_DIR / "eval.yaml")  # aevae-eval's own keys, not its groups
-    for key in ("defaults", "hydra"):
-        del eval_cfg[key]
-    eval_cfg.merge_with({"run_dir": str(run_dir), "eval": cfg.eval, "sampler": cfg.sampler})
-    evaluate(eval_cfg)
+    evaluate(command_keys("eval", run_dir=str(run_dir), eval=cfg.eval, sampler=cfg.sampler))
 
 
 def _epoch_seconds(trainer: Any) -> float | None:
